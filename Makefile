@@ -1,0 +1,31 @@
+# The two set-up-and-run commands of the README. Each creates .venv and installs what it needs on first use.
+#   make demo   the main job on the embedded default data
+#   make test   the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test bench clean-venv
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.testing: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(PY) -m launch.main
+
+test: $(VENV)/.testing
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.testing
+	$(PY) -m benchmarks.evaluator_benchmark
+
+clean-venv:
+	rm -rf $(VENV)

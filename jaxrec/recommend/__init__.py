@@ -1,0 +1,1 @@
+"""The purchase-replay protocol (protocol.py) and candidate scoring (scoring.py)."""
