@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.drop_profile_items = False
   config.ground_truth = "basket"  # basket | future
   config.seed = 0  # the Random baseline's shuffle
-  config.block_size = 128  # transactions scored together
-  config.chunk_size = 512  # candidates scored together
+  config.block_size = 256  # transactions scored together (at most)
+  config.block_rows = 256  # profile items per block (at most, unless one profile is larger)
+  config.chunk_size = 2048  # candidates scored together (at most)
   return config

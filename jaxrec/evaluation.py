@@ -34,8 +34,8 @@ def random_closed_form(replay: protocol.Replay, k: int) -> dict[str, float]:
 def evaluate(log: PurchaseLog, embeddings: Embeddings | None, *, k: int = 20, extra_ks: Sequence[int] = (),
              similarity: str = "cosine", profile: str = "max", profile_topk: int = 3,
              convention: str = "paper", universe: str = "purchased", drop_profile_items: bool = False,
-             ground_truth: str = "basket", seed: int = 0, block_size: int = 128,
-             chunk_size: int = 512) -> Evaluation:
+             ground_truth: str = "basket", seed: int = 0, block_size: int = 256, block_rows: int = 256,
+             chunk_size: int = 2048) -> Evaluation:
   """`embeddings=None` evaluates the Random baseline (seeded shuffle, plus its closed form)."""
   if convention not in metrics.CONVENTIONS:
     raise InputError(f"unknown convention {convention!r}; expected one of {', '.join(metrics.CONVENTIONS)}")
@@ -47,7 +47,7 @@ def evaluate(log: PurchaseLog, embeddings: Embeddings | None, *, k: int = 20, ex
   ks = sorted({k, *extra_ks})
   ranking = scoring.rank_candidates(replay, vectors, k=max(ks), similarity=similarity, profile=profile,
                                     profile_topk=profile_topk, seed=seed, block_size=block_size,
-                                    chunk_size=chunk_size)
+                                    block_rows=block_rows, chunk_size=chunk_size)
   hits = metrics.hits_from_ranking(ranking.items, replay.truth)
   result = metrics.summarize(hits, replay.num_relevant, replay.tx_user, num_users=len(replay.users), ks=ks,
                              convention=convention)
@@ -97,4 +97,4 @@ def evaluate_config(config, log: PurchaseLog | None = None) -> Evaluation:
                   profile=config.profile, profile_topk=config.profile_topk, convention=config.convention,
                   universe=config.universe, drop_profile_items=config.drop_profile_items,
                   ground_truth=config.ground_truth, seed=config.seed, block_size=config.block_size,
-                  chunk_size=config.chunk_size)
+                  block_rows=config.block_rows, chunk_size=config.chunk_size)

@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def write_csv(path, header, rows):
   import csv
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(header)

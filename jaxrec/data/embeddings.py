@@ -110,7 +110,7 @@ def align(embeddings: Embeddings, item_ids: Sequence[str], *, require_nonzero: b
   rows = np.array([index[item_id] for item_id in item_ids], dtype=np.int64)
   vectors = embeddings.vectors[rows]
   if require_nonzero:
-    zero = np.flatnonzero(np.linalg.norm(vectors, axis=1) == 0)
+    zero = np.flatnonzero(~np.any(vectors != 0, axis=1))
     if len(zero):
       raise InputError(f"{embeddings.source}: {len(zero)} zero-norm embedding(s), cosine similarity is "
                        f"undefined for them; first: item {item_ids[zero[0]]!r} (row {rows[zero[0]]})")

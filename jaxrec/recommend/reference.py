@@ -46,8 +46,10 @@ def _metrics(ranked_hits: list[bool], num_relevant: int, k: int, convention: str
 
 def evaluate(log: PurchaseLog, vectors: dict[str, np.ndarray], *, k: int = 20, similarity: str = "cosine",
              profile: str = "max", profile_topk: int = 3, convention: str = "paper",
-             universe: str = "purchased", drop_profile_items: bool = False, ground_truth: str = "basket"):
-  """Per-transaction metrics, top-k ids and candidate counts, in replay order."""
+             universe: str = "purchased", drop_profile_items: bool = False, ground_truth: str = "basket",
+             keep_scores: bool = False):
+  """Per-transaction metrics, top-k ids and candidate counts, in replay order (and, with `keep_scores`,
+  every candidate's score)."""
   items, purchases = log.items, log.purchases
   unique = dict(zip(items.ids, one_of_a_kind_mask(log)))
   upload = dict(zip(items.ids, items.upload_time))
@@ -89,6 +91,7 @@ def evaluate(log: PurchaseLog, vectors: dict[str, np.ndarray], *, k: int = 20, s
         future = [i for b in later_baskets[user][done.get(user, 0):] for i in baskets[b]]
         truth = {i for i in future if i in stock and i not in held}
       if truth:
+        scores = np.zeros(len(cands))
         if vectors is None:
           order = list(range(len(cands)))
         else:
@@ -98,6 +101,8 @@ def evaluate(log: PurchaseLog, vectors: dict[str, np.ndarray], *, k: int = 20, s
         ranked = [cands[o] for o in order]
         row = _metrics([i in truth for i in ranked], len(truth), k, convention)
         row.update(user=user, top=ranked[:k], num_candidates=len(cands), num_relevant=len(truth))
+        if keep_scores:
+          row["scores"] = dict(zip(cands, scores.tolist()))
         out.append(row)
     done[user] = done.get(user, 0) + 1
     profiles[user] = prof + [i for i in basket if i not in prof]

@@ -34,6 +34,7 @@ from jaxrec.recommend.protocol import Replay
 SIMILARITIES = ("cosine", "euclidean")
 PROFILE_AGGREGATES = ("max", "mean", "topk_mean")
 RANDOM = "random"
+_GRANULE = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,68 +119,112 @@ def _merge_chunk(top_scores, top_items, n_cand, vectors, upload_pos, removal_pos
   return top_scores, top_items, n_cand
 
 
-def prepare_vectors(vectors: np.ndarray, similarity: str) -> np.ndarray:
+@functools.partial(jax.jit, static_argnames=("similarity",))
+def prepare_vectors(vectors: jax.Array, similarity: str) -> jax.Array:
   """Cosine works on unit rows (normalised once, here); Euclidean on the raw vectors."""
-  vectors = np.asarray(vectors, dtype=np.float32)
+  vectors = vectors.astype(jnp.float32)
   if similarity == "cosine":
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)
   return vectors
 
 
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """Transactions [start, stop) and what they need: profile rows and candidate chunks (universe indices)."""
+
+  start: int
+  stop: int
+  rows: np.ndarray  # int32 [width]: the block's profile items, sorted, padded with 0 (never referenced)
+  num_rows: int  # rows before padding
+  chunks: list  # int32 arrays of candidates, -1 padded: chunk_size each, the last a multiple of the granule
+
+
+def _block_bounds(profile: np.ndarray, block_size: int, block_rows: int) -> list[tuple[int, int]]:
+  """Consecutive transactions, at most `block_size` of them and (unless one alone has more) at most
+  `block_rows` distinct profile items, so that every block's matmul has about the same number of rows."""
+  bounds, start, rows = [], 0, set()
+  for t, p in enumerate(profile):
+    items = set(p[p >= 0].tolist())
+    if t > start and (t - start == block_size or len(rows | items) > block_rows):
+      bounds.append((start, t))
+      start, rows = t, set()
+    rows |= items
+  bounds.append((start, len(profile)))
+  return bounds
+
+
+def plan_blocks(replay: Replay, block_size: int, chunk_size: int, block_rows: int = 256):
+  """Yields the `Block`s of `rank_candidates`, lazily (a block's candidates can be most of the shop).
+
+  Blocks share one profile width (the largest), so one compilation serves them all. A block's candidates
+  are the items in stock at some moment of it (a superset of each transaction's). Chunks hold chunk_size
+  of them, except a block's last, which is padded only to a multiple of the granule: little padding, and
+  at most chunk_size / granule shapes to compile.
+  """
+  granule = min(_GRANULE, chunk_size)
+  chunk_size = -(-chunk_size // granule) * granule
+  bounds = _block_bounds(replay.profile, block_size, block_rows)
+  rows_of = [np.unique(p[p >= 0]).astype(np.int32) for p in (replay.profile[a:b] for a, b in bounds)]
+  width = max(len(r) for r in rows_of)
+  for (start, stop), rows in zip(bounds, rows_of):
+    lo, hi = replay.tx_pos[start], replay.tx_pos[stop - 1]
+    cands = np.flatnonzero((replay.upload_pos < hi) & (replay.removal_pos >= lo)).astype(np.int32)
+    cands = np.pad(cands, (0, -len(cands) % granule), constant_values=-1)
+    yield Block(start=start, stop=stop, rows=np.pad(rows, (0, width - len(rows))), num_rows=len(rows),
+                chunks=[cands[c:c + chunk_size] for c in range(0, len(cands), chunk_size)])
+
+
 def rank_candidates(replay: Replay, vectors: np.ndarray | None, *, k: int, similarity: str = "cosine",
-                    profile: str = "max", profile_topk: int = 3, seed: int = 0, block_size: int = 128,
-                    chunk_size: int = 512) -> Ranking:
+                    profile: str = "max", profile_topk: int = 3, seed: int = 0, block_size: int = 256,
+                    block_rows: int = 256, chunk_size: int = 2048) -> Ranking:
   """Top-k candidates of every transaction. `vectors=None` ranks at random (the Random baseline);
   otherwise `vectors` are the universe's embeddings in universe order, [N, D]."""
   if similarity not in SIMILARITIES:
     raise InputError(f"unknown similarity {similarity!r}; expected one of {', '.join(SIMILARITIES)}")
   if profile not in PROFILE_AGGREGATES:
     raise InputError(f"unknown profile aggregate {profile!r}; expected one of {', '.join(PROFILE_AGGREGATES)}")
-  if k < 1 or block_size < 1 or chunk_size < 1 or profile_topk < 1:
-    raise InputError(f"k, block_size, chunk_size and profile_topk must be >= 1 "
-                     f"(got {k}, {block_size}, {chunk_size}, {profile_topk})")
+  if min(k, block_size, block_rows, chunk_size, profile_topk) < 1:
+    raise InputError(f"k, block_size, block_rows, chunk_size and profile_topk must be >= 1 "
+                     f"(got {k}, {block_size}, {block_rows}, {chunk_size}, {profile_topk})")
   method = RANDOM if vectors is None else similarity
   num_items = len(replay.universe_ids)
   if vectors is not None and vectors.shape[0] != num_items:
     raise InputError(f"{vectors.shape[0]} embedding rows for {num_items} universe items")
-  vectors = jnp.asarray(prepare_vectors(vectors, similarity) if vectors is not None
-                        else np.zeros((1, 1), np.float32))
+  vectors = (prepare_vectors(jnp.asarray(vectors), similarity) if vectors is not None
+             else jnp.zeros((1, 1), jnp.float32))
   upload_pos, removal_pos = jnp.asarray(replay.upload_pos), jnp.asarray(replay.removal_pos)
 
   T = replay.num_transactions
-  starts = range(0, T, block_size)
-  # Profile rows per block, padded to one width for all blocks so that one compilation serves them all.
-  block_rows = [np.unique(p[p >= 0]) for p in (replay.profile[s:s + block_size] for s in starts)]
-  width = max(len(r) for r in block_rows)
   out_items = np.full((T, k), -1, np.int32)
   out_scores = np.full((T, k), -np.inf, np.float32)
   out_cand = np.zeros(T, np.int32)
+  results = []
   last_log = started = time.perf_counter()
-  for b, (start, rows) in enumerate(zip(starts, block_rows)):
-    stop = min(start + block_size, T)
-    n = stop - start
-    pad = block_size - n
+  for block in plan_blocks(replay, block_size, chunk_size, block_rows):
+    start, stop = block.start, block.stop
+    pad = block_size - (stop - start)
     profile_items = np.pad(replay.profile[start:stop], ((0, pad), (0, 0)), constant_values=-1)
-    local = np.where(profile_items >= 0, np.searchsorted(rows, np.maximum(profile_items, 0)), -1)
+    local = np.where(profile_items >= 0,
+                     np.searchsorted(block.rows[:block.num_rows], np.maximum(profile_items, 0)), -1)
     tx_pos = np.pad(replay.tx_pos[start:stop], (0, pad), constant_values=-1)
-    # Items in stock at some moment of the block: a superset of every transaction's candidates.
-    lo, hi = replay.tx_pos[start], replay.tx_pos[stop - 1]
-    cands = np.flatnonzero((replay.upload_pos < hi) & (replay.removal_pos >= lo)).astype(np.int32)
-    cands = np.pad(cands, (0, -len(cands) % chunk_size), constant_values=-1)
     state = (jnp.full((block_size, k), -jnp.inf, jnp.float32), jnp.full((block_size, k), -1, jnp.int32),
              jnp.zeros(block_size, jnp.int32))
-    block_args = (jnp.asarray(np.pad(rows, (0, width - len(rows)))), jnp.asarray(local),
-                  jnp.asarray(profile_items), jnp.asarray(tx_pos), jnp.arange(start, start + block_size))
-    for c in range(0, len(cands), chunk_size):
-      state = _merge_chunk(*state, vectors, upload_pos, removal_pos, *block_args,
-                           jnp.asarray(cands[c:c + chunk_size]), seed, method=method, profile=profile,
-                           profile_topk=profile_topk, drop_profile_items=replay.drop_profile_items)
-    top_scores, top_items, n_cand = jax.device_get(state)
-    out_scores[start:stop], out_items[start:stop], out_cand[start:stop] = top_scores[:n], top_items[:n], n_cand[:n]
+    block_args = (jnp.asarray(block.rows), jnp.asarray(local.astype(np.int32)), jnp.asarray(profile_items),
+                  jnp.asarray(tx_pos), jnp.arange(start, start + block_size))
+    for chunk in block.chunks:
+      state = _merge_chunk(*state, vectors, upload_pos, removal_pos, *block_args, jnp.asarray(chunk), seed,
+                           method=method, profile=profile, profile_topk=profile_topk,
+                           drop_profile_items=replay.drop_profile_items)
+    results.append((start, stop, state))  # fetched at the end: the host plans ahead while the device works
     now = time.perf_counter()
     if now - last_log > 10:
+      jax.block_until_ready(state)
       last_log = now
       logging.info("scored %d/%d transactions (%.0f tx/s)", stop, T, stop / (now - started))
+  for start, stop, state in results:
+    top_scores, top_items, n_cand = jax.device_get(state)
+    n = stop - start
+    out_scores[start:stop], out_items[start:stop], out_cand[start:stop] = top_scores[:n], top_items[:n], n_cand[:n]
   if not np.array_equal(out_cand, replay.num_candidates):
     bad = int(np.flatnonzero(out_cand != replay.num_candidates)[0])
     raise RuntimeError(f"internal error: transaction {bad} has {out_cand[bad]} candidates on the device but "
