@@ -26,7 +26,9 @@ from these O(items) arrays, so memory stays bounded for large shops.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import gc
 
 import numpy as np
 from absl import logging
@@ -71,8 +73,26 @@ def _pad(rows: list[list[int]]) -> np.ndarray:
   return out
 
 
+@contextlib.contextmanager
+def _gc_paused():
+  """The replay allocates ~10^5 short-lived, acyclic containers; a cyclic-GC pass walks the whole heap
+  (jax's included) and costs more than the loop itself."""
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
 def replay(log: PurchaseLog, *, universe: str = "purchased", drop_profile_items: bool = False,
            ground_truth: str = "basket") -> Replay:
+  with _gc_paused():
+    return _replay(log, universe=universe, drop_profile_items=drop_profile_items, ground_truth=ground_truth)
+
+
+def _replay(log: PurchaseLog, *, universe: str, drop_profile_items: bool, ground_truth: str) -> Replay:
   if universe not in UNIVERSES:
     raise InputError(f"unknown item universe {universe!r}; expected one of {', '.join(UNIVERSES)}")
   if ground_truth not in GROUND_TRUTHS:

@@ -88,6 +88,13 @@ def aggregate_profile(sims: jax.Array, mask: jax.Array, how: str, topk: int) -> 
   return jnp.sum(jnp.where(keep, best, 0.0), axis=1) / n
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _empty_top_k(block_size: int, k: int):
+  # One jitted call: eager jnp.full would dispatch op by op, queueing behind the device's work.
+  return (jnp.full((block_size, k), -jnp.inf, jnp.float32), jnp.full((block_size, k), -1, jnp.int32),
+          jnp.zeros(block_size, jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnames=("method", "profile", "profile_topk", "drop_profile_items"),
                    donate_argnums=(0, 1, 2))
 def _merge_chunk(top_scores, top_items, n_cand, vectors, upload_pos, removal_pos, rows, local_profile,
@@ -207,12 +214,13 @@ def rank_candidates(replay: Replay, vectors: np.ndarray | None, *, k: int, simil
     local = np.where(profile_items >= 0,
                      np.searchsorted(block.rows[:block.num_rows], np.maximum(profile_items, 0)), -1)
     tx_pos = np.pad(replay.tx_pos[start:stop], (0, pad), constant_values=-1)
-    state = (jnp.full((block_size, k), -jnp.inf, jnp.float32), jnp.full((block_size, k), -1, jnp.int32),
-             jnp.zeros(block_size, jnp.int32))
-    block_args = (jnp.asarray(block.rows), jnp.asarray(local.astype(np.int32)), jnp.asarray(profile_items),
-                  jnp.asarray(tx_pos), jnp.arange(start, start + block_size))
+    state = _empty_top_k(block_size, k)
+    # Host arrays go to the jitted call as numpy: jnp.asarray would dispatch an op that waits in the
+    # device's queue, while jit's own transfer does not.
+    block_args = (block.rows, local.astype(np.int32), profile_items, tx_pos,
+                  np.arange(start, start + block_size, dtype=np.int32))
     for chunk in block.chunks:
-      state = _merge_chunk(*state, vectors, upload_pos, removal_pos, *block_args, jnp.asarray(chunk), seed,
+      state = _merge_chunk(*state, vectors, upload_pos, removal_pos, *block_args, chunk, seed,
                            method=method, profile=profile, profile_topk=profile_topk,
                            drop_profile_items=replay.drop_profile_items)
     results.append((start, stop, state))  # fetched at the end: the host plans ahead while the device works
