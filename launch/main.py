@@ -9,6 +9,7 @@ import os
 from absl import app, flags, logging
 
 from jaxrec import evaluation, io_utils, report
+from jaxrec.errors import exit_on_input_error
 from configs import evaluate as evaluate_config
 
 _WORKDIR = flags.DEFINE_string("workdir", "results", "Folder for the tables.")
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(exit_on_input_error(main))

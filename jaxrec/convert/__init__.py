@@ -1,0 +1,1 @@
+"""Weight converters: explicit name tables from PyTorch and Keras files onto the Flax variables."""
