@@ -27,6 +27,7 @@ from absl import app, flags
 from jaxrec import evaluation, metrics
 from jaxrec.data import purchase_logs, simulate
 from jaxrec.data.embeddings import align, validate_embeddings
+from benchmarks.common import matmul_peak_gflops
 from jaxrec.recommend import protocol, reference, scoring
 
 _CASE = flags.DEFINE_enum("case", "all", ["all", "ugallery", "large"], "Which benchmark to run.")
@@ -34,19 +35,6 @@ _BLOCK = flags.DEFINE_integer("block_size", 256, "Transactions scored together (
 _ROWS = flags.DEFINE_integer("block_rows", 256, "Profile items per block (at most).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 2048, "Candidates scored together (at most).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats after the warm-up (medians are reported).")
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """Measured float32 matmul throughput of this machine, through XLA."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-  f = jax.jit(lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST))
-  f(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best / 1e9
 
 
 def scoring_flops(replay: protocol.Replay, dim: int, block_size: int, chunk_size: int, block_rows: int) -> float:

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrec.models.layers import batch_norm, pad2d
+from jaxrec.models.layers import DepthwiseConv, batch_norm, pad2d
 
 _EPS = 1e-3  # TF's BN epsilon; torch's default 1e-5 would be wrong here.
 
@@ -61,8 +61,11 @@ def conv_same(x: jax.Array, features: int, kernel: int, stride: int, name: str, 
   left, right = same_padding(x.shape[2], kernel, stride)
   if top or bottom or left or right:
     x = pad2d(x, top, bottom, left, right)
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", feature_group_count=groups,
-                 use_bias=False, name=name)(x)
+  if groups > 1:
+    if groups != features or groups != x.shape[-1]:
+      raise ValueError(f"only depthwise grouping is supported, got {groups} groups for {x.shape[-1]} -> {features}")
+    return DepthwiseConv(kernel, stride, name=name)(x)
+  return nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", use_bias=False, name=name)(x)
 
 
 class MBConv(nn.Module):

@@ -38,3 +38,29 @@ def adaptive_avg_pool(x: jax.Array, output_size: int) -> jax.Array:
 def batch_norm(train: bool, epsilon: float, name: str) -> nn.BatchNorm:
   # Flax's momentum is the weight of the old average: torch's momentum 0.1 is Flax's 0.9.
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, name=name)
+
+
+class DepthwiseConv(nn.Module):
+  """A bias-free depthwise conv (VALID; pad before) with nn.Conv's kernel layout [k, k, 1, C].
+
+  Computed as k*k shifted multiply-adds that XLA fuses into one loop: on CPU this is 15-27x faster
+  than a `feature_group_count` convolution (measured on EfficientNet-Lite0's shapes), same numbers up to
+  float32 summation order.
+  """
+
+  kernel_size: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.stride
+    n, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c), x.dtype)
+    out_h, out_w = (h - k) // s + 1, (w - k) // s + 1
+    out = jnp.zeros((n, out_h, out_w, c), x.dtype)
+    for dy in range(k):
+      for dx in range(k):
+        tap = jax.lax.slice(x, (0, dy, dx, 0), (n, dy + (out_h - 1) * s + 1, dx + (out_w - 1) * s + 1, c),
+                            (1, s, s, 1))
+        out = out + tap * kernel[dy, dx, 0]
+    return out

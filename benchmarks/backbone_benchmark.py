@@ -1,0 +1,103 @@
+"""Backbone inference: Flax (jit) vs PyTorch eager on the same batch, in the same process.
+
+  python -m benchmarks.backbone_benchmark --archs=resnet50,vgg19,efficientnet_lite0 --batch_sizes=16
+
+For each architecture and batch size prints images/s of both, their ratio, and the achieved GFLOP/s of the
+Flax forward (FLOPs from XLA's cost analysis of the compiled program) as a fraction of this machine's
+float32 matmul peak, measured in the same run. Weights are random (speed does not depend on them); both
+sides get the same preprocessed batch, and their logits are checked to agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torchvision
+from absl import app, flags
+
+from benchmarks.common import matmul_peak_gflops
+from jaxrec.models.registry import get_backbone
+
+_ARCHS = flags.DEFINE_list("archs", ["resnet50", "vgg19", "efficientnet_lite0"], "Architectures.")
+_BATCHES = flags.DEFINE_list("batch_sizes", ["16"], "Batch sizes.")
+_SIZE = flags.DEFINE_integer("size", 224, "Input side in pixels.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed batches per measurement (median reported).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Flax compute dtype of inputs/params.")
+
+
+def _torch_model(arch: str) -> torch.nn.Module:
+  if arch == "resnet50":
+    return torchvision.models.resnet50()
+  if arch == "vgg19":
+    return torchvision.models.vgg19()
+  import efficientnet_lite_pytorch
+  return efficientnet_lite_pytorch.EfficientNet.from_name("efficientnet-lite0")
+
+
+def _flax_variables_from_torch(arch: str, model: torch.nn.Module, backbone):
+  state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  if arch == "efficientnet_lite0":
+    from jaxrec.convert.efficientnet_lite import convert_state_dict
+    return convert_state_dict(state, backbone.abstract_variables(_SIZE.value), source="benchmark")
+  from jaxrec.convert.torchvision import convert_state_dict
+  return convert_state_dict(arch, state, backbone.abstract_variables(_SIZE.value), source="benchmark")
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  fn()  # warm-up (compilation for jit)
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def bench(arch: str, batch: int, peak: float) -> None:
+  torch.manual_seed(0)
+  model = _torch_model(arch).eval()
+  backbone = get_backbone(arch, "torchvision" if arch != "efficientnet_lite0" else None)
+  variables = _flax_variables_from_torch(arch, model, backbone)
+  rgb = np.random.default_rng(0).uniform(0, 255, (batch, _SIZE.value, _SIZE.value, 3)).astype(np.float32)
+  x = np.asarray(backbone.preprocessing(rgb))
+  x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+  dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
+  flax_vars = jax.tree.map(lambda a: jnp.asarray(a, dtype), variables)
+  forward = jax.jit(lambda v, x: backbone.module.apply(v, x)["logits"])
+  x_dev = jnp.asarray(x, dtype)
+  compiled = forward.lower(flax_vars, x_dev).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0))
+
+  t_flax = _median_seconds(lambda: jax.block_until_ready(compiled(flax_vars, x_dev)), _REPEATS.value)
+  with torch.inference_mode():
+    t_torch = _median_seconds(lambda: model(x_torch), _REPEATS.value)
+    reference = model(x_torch).numpy()
+  ours = np.asarray(compiled(flax_vars, x_dev), np.float32)
+  agree = np.abs(ours - reference).max() / np.abs(reference).max()
+  gflops = flops / t_flax / 1e9
+  print(f"{arch:>19} batch {batch:>3}: flax {batch / t_flax:7.2f} img/s, torch {batch / t_torch:7.2f} img/s, "
+        f"ratio {t_torch / t_flax:4.2f}x | {flops / batch / 1e9:5.2f} GFLOP/img, {gflops:6.1f} GFLOP/s = "
+        f"{gflops / peak:4.0%} of peak | logits agree to {agree:.1e}", flush=True)
+
+
+def main(argv):
+  del argv
+  peak = matmul_peak_gflops()
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); float32 matmul peak {peak:.1f} GFLOP/s; input {_SIZE.value} px, "
+        f"flax dtype {_DTYPE.value}")
+  for arch in _ARCHS.value:
+    for batch in _BATCHES.value:
+      bench(arch, int(batch), peak)
+
+
+if __name__ == "__main__":
+  app.run(main)
