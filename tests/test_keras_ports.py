@@ -1,0 +1,201 @@
+"""The Keras converters against keras.applications itself: random weights (BN statistics and biases included),
+saved in both file layouts, converted, and run through the Flax ports on the same preprocessed input."""
+
+import os
+import re
+import shutil
+
+os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported; TensorFlow is not a dependency
+
+import h5py
+import jax
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
+
+from jaxrec.convert.common import ConversionError  # noqa: E402
+from jaxrec.convert.keras import convert_keras, load_keras, read_keras_weights  # noqa: E402
+from jaxrec.errors import InputError  # noqa: E402
+from jaxrec.models.registry import get_backbone  # noqa: E402
+
+# Keras's Variable.__array__ predates numpy 2's `copy` keyword; numpy warns on every conversion Keras makes.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
+
+# max |flax - keras| / max |keras| in float32. Measured: ResNet50 2e-7 to 1.5e-6 (BN's arithmetic is ordered
+# differently), VGG19 exactly 0 (both sides lower to the same XLA convolutions and matmuls). Scaling one
+# BN mean by 0.9 moves the error to 3e-4, so 1e-5 is both safe and sharp.
+TOLERANCE = 1e-5
+LAYOUTS = ("legacy", "keras3")
+# (arch, include_top) -> (input size, batch, {Flax feature: Keras layer}); the notop models run at a size
+# other than 224 to exercise the size-agnostic paths.
+CASES = {
+    ("resnet50", True): (224, 2, {"pool": "avg_pool", "logits": "predictions"}),
+    ("resnet50", False): (160, 1, {"layer4": "conv5_block3_out"}),
+    ("vgg19", True): (224, 2, {"pool5": "block5_pool", "fc6": "fc1", "fc7": "fc2", "logits": "predictions"}),
+    ("vgg19", False): (160, 1, {"pool5": "block5_pool"}),
+}
+_KERAS_APPS = {"resnet50": "ResNet50", "vgg19": "VGG19"}
+
+
+def _randomise(model, rng: np.random.Generator) -> None:
+  """Keeps Keras's random kernels; replaces the zero biases, the unit BN scales and the identity BN statistics,
+  so that every converted array changes the output."""
+  for variable in model.weights:
+    name = variable.path.rsplit("/", 1)[-1]
+    if name == "kernel":
+      continue
+    if name in ("gamma", "moving_variance"):
+      value = rng.uniform(0.5, 2.0, variable.shape)
+    else:  # bias, beta, moving_mean
+      value = rng.normal(0.0, 1.0, variable.shape)
+    variable.assign(value.astype(np.float32))
+
+
+def _save(model, folder, name: str) -> dict[str, str]:
+  legacy, keras3 = os.path.join(folder, f"{name}.h5"), os.path.join(folder, f"{name}.weights.h5")
+  with h5py.File(legacy, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+  model.save_weights(keras3)
+  return {"legacy": legacy, "keras3": keras3}
+
+
+def _relative_error(actual, expected) -> float:
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def _make_case(arch: str, top: bool, folder) -> dict:
+  """Files of a random Keras model in both layouts, the input, and Keras's features on it."""
+  size, batch, layers = CASES[arch, top]
+  rng = np.random.default_rng(list(CASES).index((arch, top)))
+  app = getattr(keras.applications, _KERAS_APPS[arch])
+  model = app(weights=None, include_top=top, **({"classifier_activation": None} if top else {}))
+  _randomise(model, rng)
+  files = _save(model, folder, f"{arch}{'' if top else '_notop'}")
+  backbone = get_backbone(arch, "keras", include_top=top)
+  x = np.asarray(backbone.preprocessing(rng.uniform(0, 255, (batch, size, size, 3))))
+  features = keras.Model(model.input, {name: model.get_layer(layer).output for name, layer in layers.items()})
+  expected = features.predict(x, batch_size=batch, verbose=0)  # one compiled graph: faster than eager ops
+  roundtrip = None
+  if not top:  # the legacy writer is Keras's own: Keras must read back what it wrote (cheap on notop models)
+    saved = [v.numpy() for v in model.weights]
+    for v in model.weights:
+      v.assign(np.zeros(v.shape, np.float32))
+    model.load_weights(files["legacy"])
+    roundtrip = max(float(np.max(np.abs(v.numpy() - s))) for v, s in zip(model.weights, saved))
+  apply = jax.jit(backbone.module.apply)  # one wrapper per case, so both layouts share its compilation
+  return {"size": size, "files": files, "backbone": backbone, "apply": apply, "x": x, "expected": expected,
+          "roundtrip": roundtrip}
+
+
+@pytest.fixture(scope="module")
+def keras_case(tmp_path_factory):
+  """(arch, include_top) -> its case, built on first use; only files and small arrays stay in memory."""
+  assert keras.backend.backend() == "jax"
+  cache, folders = {}, []
+
+  def get(arch: str, top: bool) -> dict:
+    if (arch, top) not in cache:
+      folders.append(tmp_path_factory.mktemp(f"{arch}_{'top' if top else 'notop'}"))
+      cache[arch, top] = _make_case(arch, top, folders[-1])
+    return cache[arch, top]
+
+  yield get
+  for folder in folders:  # ~1.5 GB of weight files; pytest would keep them for three runs
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("arch,top", list(CASES), ids=[f"{a}-{'top' if t else 'notop'}" for a, t in CASES])
+def test_flax_port_matches_keras(keras_case, arch, top, layout):
+  case = keras_case(arch, top)
+  backbone = case["backbone"]
+  variables = load_keras(arch, case["files"][layout], backbone.abstract_variables(case["size"]))
+  with jax.default_matmul_precision("highest"):
+    out = jax.device_get(case["apply"](variables, case["x"]))
+  errors = {name: _relative_error(out[name], want) for name, want in case["expected"].items()}
+  print(f"\n{arch} top={top} {case['size']}px {layout}: " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
+  assert max(errors.values()) <= TOLERANCE, errors
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "vgg19"])
+def test_legacy_file_round_trips_through_keras(keras_case, arch):
+  assert keras_case(arch, False)["roundtrip"] == 0.0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("arch,classifier", [("resnet50", ("fc",)), ("vgg19", ("fc6", "fc7", "fc8"))],
+                         ids=["resnet50", "vgg19"])
+def test_notop_file_for_a_backbone_with_top_lists_the_classifier(keras_case, arch, classifier, layout):
+  abstract = get_backbone(arch, "keras", include_top=True).abstract_variables()
+  with pytest.raises(ConversionError, match="include_top=False") as error:
+    load_keras(arch, keras_case(arch, False)["files"][layout], abstract)
+  assert all(f"params/{fc}/{leaf}" in str(error.value) for fc in classifier for leaf in ("kernel", "bias"))
+
+
+def test_file_with_top_serves_a_backbone_without_it(keras_case):
+  notop = get_backbone("resnet50", "keras", include_top=False).abstract_variables()
+  variables = load_keras("resnet50", keras_case("resnet50", True)["files"]["keras3"], notop)
+  assert "fc" not in variables["params"] and "layer4_2" in variables["params"]
+
+
+def _assert_same(a, b) -> None:
+  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(x, y, err_msg=str(path))
+
+
+def test_keras2_style_legacy_names_read_the_same(keras_case, tmp_path):
+  """Keras 2 files (the published *_tf_kernels.h5) store byte strings and names ending in ':0'."""
+  original = keras_case("resnet50", False)["files"]["legacy"]
+  path = str(tmp_path / "keras2.h5")
+  shutil.copy(original, path)
+  with h5py.File(path, "r+") as f:
+    layers = legacy_h5_format.load_attributes_from_hdf5_group(f, "layer_names")
+    f.attrs["layer_names"] = np.array([n.encode() for n in layers], dtype="S")
+    for layer in layers:
+      names = legacy_h5_format.load_attributes_from_hdf5_group(f[layer], "weight_names")
+      for name in names:
+        f[layer].move(name, name + ":0")
+      f[layer].attrs["weight_names"] = np.array([f"{n}:0".encode() for n in names], dtype="S")
+  got = read_keras_weights(path)
+  assert set(got["conv1_bn"]) == {"gamma", "beta", "moving_mean", "moving_variance"}
+  _assert_same(read_keras_weights(original), got)
+
+
+def test_keras3_file_without_layer_names_resolves_by_keras_order(keras_case, tmp_path):
+  """Keras 3 versions before the `name` attribute identify a layer only by class and ordinal."""
+  files = keras_case("resnet50", False)["files"]
+  path = str(tmp_path / "unnamed.weights.h5")
+  shutil.copy(files["keras3"], path)
+  with h5py.File(path, "r+") as f:
+    for group in f["layers"].values():
+      if "vars" in group and "name" in group["vars"].attrs:
+        del group["vars"].attrs["name"]
+  unnamed = read_keras_weights(path)
+  assert "layers/conv2d_7" in unnamed and "conv1_conv" not in unnamed
+  abstract = get_backbone("resnet50", "keras", include_top=False).abstract_variables()
+  named = load_keras("resnet50", files["keras3"], abstract)
+  _assert_same(named, convert_keras("resnet50", unnamed, abstract, source=path))
+  _assert_same(named, load_keras("resnet50", files["legacy"], abstract))
+
+
+def test_resnet_file_for_vgg19_fails(keras_case):
+  abstract = get_backbone("vgg19", "keras", include_top=False).abstract_variables(160)
+  with pytest.raises(ConversionError, match="block1_conv1") as error:
+    load_keras("vgg19", keras_case("resnet50", False)["files"]["legacy"], abstract)
+  assert "conv1_conv/kernel" in str(error.value)  # the ResNet layers are reported unused
+
+
+def test_unreadable_files_raise_input_error_naming_the_file(keras_case, tmp_path):
+  truncated, text, empty = tmp_path / "truncated.h5", tmp_path / "text.h5", tmp_path / "empty.h5"
+  with open(keras_case("resnet50", False)["files"]["legacy"], "rb") as f:
+    truncated.write_bytes(f.read(1 << 20))
+  text.write_text("not hdf5\n")
+  h5py.File(empty, "w").close()
+  for path in (truncated, text, empty, tmp_path / "missing.h5"):
+    with pytest.raises(InputError, match=re.escape(str(path))):
+      read_keras_weights(path)
