@@ -199,3 +199,15 @@ def test_unreadable_files_raise_input_error_naming_the_file(keras_case, tmp_path
   for path in (truncated, text, empty, tmp_path / "missing.h5"):
     with pytest.raises(InputError, match=re.escape(str(path))):
       read_keras_weights(path)
+
+
+def test_convert_weights_follows_the_file_for_the_classifier(keras_case):
+  from jaxrec.convert.dispatch import convert_weights
+  notop = keras_case("resnet50", False)["files"]["legacy"]
+  backbone, variables = convert_weights("resnet50", "keras", notop)  # include_top=None: follow the file
+  assert "logits" not in backbone.features and "fc" not in variables["params"]
+  with pytest.raises(ConversionError, match="params/fc/kernel"):
+    convert_weights("resnet50", "keras", notop, include_top=True)
+  top = keras_case("resnet50", True)["files"]["keras3"]
+  backbone, variables = convert_weights("resnet50", "keras", top)
+  assert "logits" in backbone.features and "fc" in variables["params"]

@@ -131,3 +131,19 @@ def test_torch_file_reader_equals_torch_load(tmp_path, zip_format):
   assert set(got) == set(state)
   for key, value in state.items():
     assert got[key].dtype == value.numpy().dtype and np.array_equal(got[key], value.numpy()), key
+
+
+def test_converting_a_resnet50_file_needs_at_most_three_times_its_size(torch_models):
+  import os
+  import tracemalloc
+  _, path = torch_models["resnet50"]
+  abstract = get_backbone("resnet50").abstract_variables()
+  tracemalloc.start()
+  try:
+    load_torchvision("resnet50", path, abstract)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  size = os.path.getsize(path)
+  assert size > 90 * 2 ** 20  # a real-sized file (~98 MiB)
+  assert peak <= 3 * size, f"peak {peak / 2 ** 20:.0f} MiB for a {size / 2 ** 20:.0f} MiB file"
