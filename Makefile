@@ -26,6 +26,7 @@ test: $(VENV)/.testing
 
 bench: $(VENV)/.testing
 	$(PY) -m benchmarks.evaluator_benchmark
+	$(PY) -m benchmarks.backbone_benchmark
 
 clean-venv:
 	rm -rf $(VENV)
