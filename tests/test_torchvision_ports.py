@@ -42,7 +42,7 @@ def _torch_features(model, arch, x):
   taps, hooks = {}, []
   if arch == "resnet50":
     modules = {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
-    modules["pool"] = model.avgpool
+    modules["stem"], modules["pool"] = model.maxpool, model.avgpool
   else:
     modules = {"pool5": model.features, "fc6": model.classifier[1], "fc7": model.classifier[4]}
   for name, module in modules.items():
