@@ -18,15 +18,22 @@ $(VENV)/.testing: $(VENV)/.runtime requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
+# Real product photos for the default experiment and its tests (Debian package; `make demo` installs it
+# itself through launch.main when it can).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+$(FASHION_MNIST):
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
 demo: $(VENV)/.runtime
 	$(PY) -m launch.main
 
-test: $(VENV)/.testing
+test: $(VENV)/.testing | $(FASHION_MNIST)
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.testing
 	$(PY) -m benchmarks.evaluator_benchmark
 	$(PY) -m benchmarks.backbone_benchmark
+	$(PY) -m benchmarks.extraction_benchmark
 
 clean-venv:
 	rm -rf $(VENV)

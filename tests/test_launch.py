@@ -49,13 +49,31 @@ def test_evaluate_random_and_bad_config_key(tmp_path):
   assert proc.returncode != 0 and "no_such_key" in proc.stderr
 
 
-def test_main_runs_on_the_embedded_data(tmp_path):
-  proc = _run("launch.main", f"--workdir={tmp_path}")
-  assert proc.returncode == 0, proc.stderr
+SMALL_SHOP = ("--config.shop.num_users=30", "--config.shop.initial_stock=60", "--config.dataset.num_items=200")
+
+
+def test_main_runs_the_default_experiment_on_a_small_shop(tmp_path):
+  """launch.main end to end: Fashion-MNIST photos, Lite0's real weights, extraction, evaluation, picture."""
+  proc = _run("launch.main", f"--workdir={tmp_path}", *SMALL_SHOP)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   table = (tmp_path / "table.csv").read_text().splitlines()
   assert table[0].startswith("embedding,recall@20") and len(table) == 3
   m = json.loads((tmp_path / "metrics.json").read_text())
-  assert m["sample embeddings (max cosine)"]["recall@20"] > 2 * m["Random"]["recall@20"]
+  assert m["EfficientNet-Lite0"]["ndcg@20"] > m["Random"]["ndcg@20"]
+  from PIL import Image
+  assert Image.open(tmp_path / "recommendations.png").size[0] > 300
+  emb = read_embeddings(next((tmp_path / "cache").glob("embeddings-*.npz")))
+  assert emb.vectors.shape == (200, 1280) and emb.metadata["arch"] == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize("row,message", [
+    ("resnet50", "supply resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 with --config.weights="),
+    ("inception_v3", "there is no Flax port of inception_v3 yet"),
+])
+def test_table1_rows_that_cannot_run_say_what_to_supply(tmp_path, row, message):
+  proc = _run("launch.main", f"--config=configs/table1.py:{row}", f"--workdir={tmp_path}")
+  assert proc.returncode == 2 and message in proc.stderr
+  assert not (tmp_path / "cache").exists()  # failed before building anything
 
 
 def test_shipped_sample_shop_is_what_the_builder_makes(tmp_path):
