@@ -33,7 +33,9 @@ def _shop(config, cache: str):
   limit = config.dataset.num_items
   image_datasets.build_dataset(config.dataset.name, data_dir=data_dir, manual_dir=source_dir, limit=limit)
   source = image_datasets.data_source(config.dataset.name, data_dir=data_dir, split="train", limit=limit)
-  shop_dir = os.path.join(cache, "shop")
+  # Keyed by what shapes the log, so a run with another shop size never reuses this one.
+  shop_dir = os.path.join(cache, f"shop-{len(source)}items-{config.shop.num_users}users-"
+                                 f"{config.shop.initial_stock}stock")
   if not os.path.exists(os.path.join(shop_dir, "purchases.csv")):
     logging.info("simulating the default shop's purchases over %d photos", len(source))
     examples = [source[i] for i in range(len(source))]
