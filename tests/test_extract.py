@@ -8,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
+
 from jaxrec import extract as ex
 from jaxrec.data.embeddings import read_embeddings
 from jaxrec.errors import InputError
@@ -21,16 +23,8 @@ ATOL = 1e-5
 
 
 def random_variables(backbone, seed: int = 0):
-  """Lite0-shaped variables with small random values (BN variances positive), deterministic per seed."""
-  rng = np.random.default_rng(seed)
-  leaves, tree = jax.tree.flatten_with_path(backbone.abstract_variables(SIZE))
-
-  def fill(path, leaf):
-    if "var" in jax.tree_util.keystr(path):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
-    return (rng.standard_normal(leaf.shape) * 0.2).astype(leaf.dtype)
-
-  return jax.tree.unflatten(tree, [fill(p, leaf) for p, leaf in leaves])
+  """Lite0-shaped variables at this file's image size."""
+  return conftest.random_variables(backbone, SIZE, seed)
 
 
 def images(n: int = NUM_IMAGES, size: int = SIZE, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

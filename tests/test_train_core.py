@@ -12,6 +12,8 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import random_variables
+
 from jaxrec.extract import make_mesh
 from jaxrec.models.efficientnet_lite import LITE0_STAGES, EfficientNetLite0
 from jaxrec.models.registry import get_backbone
@@ -30,19 +32,6 @@ def small_lite0():
   backbone = get_backbone("efficientnet_lite0", include_top=False)
   stages = tuple(s._replace(repeats=1) for s in LITE0_STAGES[:3])
   return dataclasses.replace(backbone, module=EfficientNetLite0(num_classes=0, stages=stages))
-
-
-def random_variables(backbone, size: int, seed: int = 0):
-  """Small random values (BN variances positive) shaped by abstract_variables: no init of the backbone."""
-  rng = np.random.default_rng(seed)
-  leaves, tree = jax.tree.flatten_with_path(backbone.abstract_variables(size))
-
-  def fill(path, leaf):
-    if "var" in jax.tree_util.keystr(path):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
-    return (rng.standard_normal(leaf.shape) * 0.2).astype(leaf.dtype)
-
-  return jax.tree.unflatten(tree, [fill(p, leaf) for p, leaf in leaves])
 
 
 def setup(backbone, size: int):
@@ -233,7 +222,7 @@ PARALLEL = textwrap.dedent("""
 
 def test_two_deep_steps_on_8_devices_equal_one_device():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-         "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+         "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")])}
   result = subprocess.run([sys.executable, "-c", PARALLEL], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr

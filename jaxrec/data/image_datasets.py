@@ -113,14 +113,22 @@ class _ShopRows:
     self.fingerprint = _sha256(self.path)
 
 
-class ShopFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A shop's items.csv and images; one shop per data_dir. `manual_dir` is needed to build, not to read."""
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What every builder here shares: built from local files (nothing to download), stored as array_record."""
 
-  name = "shop_folder"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   # No checksums file to find; TFDS's lookup of the code folder needs the optional importlib_resources.
   code_path = None
+
+  def __init__(self, **kwargs: Any):
+    super().__init__(file_format="array_record", **kwargs)
+
+
+class ShopFolder(_LocalBuilder, skip_registration=True):
+  """A shop's items.csv and images; one shop per data_dir. `manual_dir` is needed to build, not to read."""
+
+  name = "shop_folder"
 
   def __init__(self, *, manual_dir: str | None = None, strict: bool = False,
                min_size: int = MIN_IMAGE_SIZE, **kwargs: Any):
@@ -128,7 +136,7 @@ class ShopFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._rows = _ShopRows(os.fspath(manual_dir)) if manual_dir is not None else None
     self._strict = strict
     self._min_size = min_size
-    super().__init__(file_format="array_record", **kwargs)
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     if self._rows is None:
@@ -295,14 +303,10 @@ def fashion_mnist_config(limit: int | None) -> FashionMnistConfig:
                             description=f"The first {limit} images of each split.")
 
 
-class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FashionMnist(_LocalBuilder, skip_registration=True):
   """Fashion-MNIST from local IDX files (`manual_dir`, default the Debian package's folder)."""
 
   name = "fashion_mnist"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  # No checksums file to find; TFDS's lookup of the code folder needs the optional importlib_resources.
-  code_path = None
   BUILDER_CONFIGS = [
       FashionMnistConfig(name="full", description="All 60000 train and 10000 test images."),
       # The default shop: a few thousand items is enough to try the recommender end to end.
@@ -312,7 +316,7 @@ class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def __init__(self, *, manual_dir: str | None = None, **kwargs: Any):
     self._source_dir = os.fspath(manual_dir) if manual_dir is not None else FASHION_MNIST_DIR
-    super().__init__(file_format="array_record", **kwargs)
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -464,7 +468,7 @@ def omniart_config(min_count: int | None) -> OmniArtConfig:
                        description=f"Artists and types with at least {min_count} images.")
 
 
-class OmniArt(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class OmniArt(_LocalBuilder, skip_registration=True):
   """OmniArt (Strezoski & Worring) from `manual_dir`: omniart_metadata.csv and the images it names.
 
   Features: item_id, image, artist and type (classes), year (creation year, int32, a regression target).
@@ -472,10 +476,6 @@ class OmniArt(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """
 
   name = "omniart"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  # No checksums file to find; TFDS's lookup of the code folder needs the optional importlib_resources.
-  code_path = None
   BUILDER_CONFIGS = [OmniArtConfig(name="min_100", description="Artists and types with at least 100 images "
                                                                "(del Rio et al. 2018).")]
   DEFAULT_CONFIG_NAME = "min_100"
@@ -486,7 +486,7 @@ class OmniArt(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._strict = strict
     self._min_size = min_size
     self._rows_cache: _OmniArtRows | None = None
-    super().__init__(file_format="array_record", **kwargs)
+    super().__init__(**kwargs)
 
   @property
   def _rows(self) -> _OmniArtRows:
@@ -640,7 +640,7 @@ class _DeepFashionRows:
     self.fingerprint = digest.hexdigest()
 
 
-class DeepFashion(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class DeepFashion(_LocalBuilder, skip_registration=True):
   """DeepFashion Category and Attribute Prediction from `manual_dir` (Anno_coarse/ or Anno/, Eval/, img/).
 
   label: the categories that have images, in their original order (46 in the release); `category_type`
@@ -648,17 +648,13 @@ class DeepFashion(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """
 
   name = "deepfashion"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  # No checksums file to find; TFDS's lookup of the code folder needs the optional importlib_resources.
-  code_path = None
 
   def __init__(self, *, manual_dir: str | None = None, strict: bool = False, min_size: int = MIN_IMAGE_SIZE,
                **kwargs: Any):
     self._rows = _DeepFashionRows(os.fspath(manual_dir)) if manual_dir is not None else None
     self._strict = strict
     self._min_size = min_size
-    super().__init__(file_format="array_record", **kwargs)
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     if self._rows is None:
