@@ -34,6 +34,7 @@ bench: $(VENV)/.testing
 	$(PY) -m benchmarks.evaluator_benchmark
 	$(PY) -m benchmarks.backbone_benchmark
 	$(PY) -m benchmarks.extraction_benchmark
+	$(PY) -m benchmarks.train_benchmark
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weights = ""  # '' = the weights that ship with an installed package (Lite0 only)
   config.feature = ""  # '' = the backbone's default feature
   config.batch_size = 32
+  config.image_size = 0  # px the photos are embedded at; 0 = the backbone's input size
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "fashion_mnist"
   config.dataset.source_dir = "/usr/share/datasets/fashion-mnist"

@@ -36,15 +36,20 @@ def _shop(config, cache: str):
   # Keyed by what shapes the log, so a run with another shop size never reuses this one.
   shop_dir = os.path.join(cache, f"shop-{len(source)}items-{config.shop.num_users}users-"
                                  f"{config.shop.initial_stock}stock")
+  simulate_shop(source, shop_dir, config.shop.num_users, config.shop.initial_stock)
+  return source, read_jaxrec_log(shop_dir)
+
+
+def simulate_shop(source, shop_dir: str, num_users: int, initial_stock: int) -> str:
+  """Writes the default shop's simulated log over the photos of `source` to `shop_dir` (once)."""
   if not os.path.exists(os.path.join(shop_dir, "purchases.csv")):
     logging.info("simulating the default shop's purchases over %d photos", len(source))
     examples = [source[i] for i in range(len(source))]
-    shop = dataclasses.replace(default_shop.CONFIG, num_users=config.shop.num_users,
-                               initial_stock=config.shop.initial_stock)
+    shop = dataclasses.replace(default_shop.CONFIG, num_users=num_users, initial_stock=initial_stock)
     default_shop.build_default_shop(shop_dir, [e["item_id"] for e in examples],
                                     np.stack([e["image"] for e in examples]),
                                     np.array([e["label"] for e in examples]), config=shop)
-  return source, read_jaxrec_log(shop_dir)
+  return shop_dir
 
 
 def check_row(config) -> str | None:
@@ -86,13 +91,15 @@ def _embeddings(config, cache: str, source) -> str:
 
   backbone, variables, folder = _backbone(config, cache)
   feature = extract.resolve_feature(backbone, config.feature or None)
-  path = os.path.join(cache, f"embeddings-{os.path.basename(folder)}-{feature}.npz")
+  size = config.get("image_size") or backbone.preprocessing.size
+  path = os.path.join(cache, f"embeddings-{os.path.basename(folder)}-{feature}"
+                             f"{'' if size == backbone.preprocessing.size else f'-{size}px'}.npz")
   if os.path.isfile(path):
     meta = read_embeddings(path).metadata
     if meta.get("checkpoint") == folder and meta.get("feature") == feature:
       logging.info("reusing %s", path)
       return path
-  batches = image_batches(source, size=backbone.preprocessing.size, batch_size=config.batch_size)
+  batches = image_batches(source, size=size, batch_size=config.batch_size)
   extract.extract_to_file(path, backbone, variables, batches, feature=feature, metadata={"checkpoint": folder},
                           total=len(source))
   return path

@@ -1,6 +1,7 @@
 """Converts ImageNet weights from PyTorch or Keras files into a jaxrec backbone folder.
 
-  python -m launch.convert --arch=resnet50|vgg19|efficientnet_lite0 --layout=torchvision|keras \
+  python -m launch.convert --arch=resnet50|vgg19|inception_v3|inception_resnet_v2|nasnet_large|efficientnet_lite0 \
+      --layout=torchvision|keras \
       --weights=FILE --output=DIR
 
 The folder holds an orbax checkpoint of the variables and backbone.json (arch, layout, preprocessing,
@@ -13,10 +14,11 @@ from absl import app, flags, logging
 from jaxrec.convert.dispatch import convert_weights, default_weights
 from jaxrec.models import store
 from jaxrec.models.registry import ARCHS
-from jaxrec.errors import exit_on_input_error
+from jaxrec.errors import run_main
 
 _ARCH = flags.DEFINE_enum("arch", None, list(ARCHS), "Architecture.", required=True)
-_LAYOUT = flags.DEFINE_string("layout", None, "torchvision or keras (ResNet50, VGG19); lite for Lite0.")
+_LAYOUT = flags.DEFINE_string("layout", None, "torchvision or keras (ResNet50, VGG19); keras only (InceptionV3, "
+                             "InceptionResNetV2, NASNet Large); lite for Lite0. Default: the arch's first.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "Weights file (.pth or .h5).")
 _OUTPUT = flags.DEFINE_string("output", None, "Backbone folder to write.", required=True)
 _INCLUDE_TOP = flags.DEFINE_enum("include_top", "auto", ["auto", "true", "false"],
@@ -36,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(exit_on_input_error(main))
+  run_main(main)

@@ -12,7 +12,7 @@ from ml_collections import config_flags
 
 from jaxrec import extract, io_utils
 from jaxrec.data.embeddings import read_embeddings
-from jaxrec.errors import InputError, exit_on_input_error
+from jaxrec.errors import InputError, run_main
 from jaxrec.models import store
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -82,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(exit_on_input_error(main))
+  run_main(main)

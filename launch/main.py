@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxrec import experiment, report
-from jaxrec.errors import exit_on_input_error
+from jaxrec.errors import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"), "Experiment config.")
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(exit_on_input_error(main))
+  run_main(main)

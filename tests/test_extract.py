@@ -159,7 +159,7 @@ def _launch(*args, fake: bool):
   prefix = ("import sys; sys.path.insert(0, 'tests'); import test_extract as t; import launch.extract as m; "
             "m._batches = lambda config, size: (t.synthetic_batches(*t.images(size=size), config.batch_size), "
             "t.NUM_IMAGES); " if fake else "import launch.extract as m; ")
-  code = prefix + "from absl import app; app.run(m.exit_on_input_error(m.main))"
+  code = prefix + "m.run_main(m.main)"
   return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT})
 

@@ -18,6 +18,9 @@ from jaxrec.convert.common import ConversionError  # noqa: E402
 from jaxrec.convert.keras import convert_keras, load_keras, read_keras_weights  # noqa: E402
 from jaxrec.errors import InputError  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import randomise as _randomise  # noqa: E402
+from keras_files import relative_error as _relative_error  # noqa: E402
+from keras_files import save_both_layouts as _save  # noqa: E402
 
 # Keras's Variable.__array__ predates numpy 2's `copy` keyword; numpy warns on every conversion Keras makes.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
@@ -36,34 +39,6 @@ CASES = {
     ("vgg19", False): (160, 1, {"pool5": "block5_pool"}),
 }
 _KERAS_APPS = {"resnet50": "ResNet50", "vgg19": "VGG19"}
-
-
-def _randomise(model, rng: np.random.Generator) -> None:
-  """Keeps Keras's random kernels; replaces the zero biases, the unit BN scales and the identity BN statistics,
-  so that every converted array changes the output."""
-  for variable in model.weights:
-    name = variable.path.rsplit("/", 1)[-1]
-    if name == "kernel":
-      continue
-    if name in ("gamma", "moving_variance"):
-      value = rng.uniform(0.5, 2.0, variable.shape)
-    else:  # bias, beta, moving_mean
-      value = rng.normal(0.0, 1.0, variable.shape)
-    variable.assign(value.astype(np.float32))
-
-
-def _save(model, folder, name: str) -> dict[str, str]:
-  legacy, keras3 = os.path.join(folder, f"{name}.h5"), os.path.join(folder, f"{name}.weights.h5")
-  with h5py.File(legacy, "w") as f:
-    legacy_h5_format.save_weights_to_hdf5_group(f, model)
-  model.save_weights(keras3)
-  return {"legacy": legacy, "keras3": keras3}
-
-
-def _relative_error(actual, expected) -> float:
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-  assert actual.shape == expected.shape
-  return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
 
 
 def _make_case(arch: str, top: bool, folder) -> dict:

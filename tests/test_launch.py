@@ -68,7 +68,12 @@ def test_main_runs_the_default_experiment_on_a_small_shop(tmp_path):
 
 @pytest.mark.parametrize("row,message", [
     ("resnet50", "supply resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 with --config.weights="),
-    ("inception_v3", "there is no Flax port of inception_v3 yet"),
+    ("inception_v3", "needs ImageNet weights that cannot be downloaded here: supply "
+                     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5 with --config.weights="),
+    ("inception_resnet_v2", "needs ImageNet weights that cannot be downloaded here: supply "
+                            "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5 with --config.weights="),
+    ("nasnet_large", "needs ImageNet weights that cannot be downloaded here: supply "
+                     "NASNet-large-no-top.h5 with --config.weights="),
 ])
 def test_table1_rows_that_cannot_run_say_what_to_supply(tmp_path, row, message):
   proc = _run("launch.main", f"--config=configs/table1.py:{row}", f"--workdir={tmp_path}")

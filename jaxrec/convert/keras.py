@@ -1,4 +1,5 @@
-"""keras.applications weight files (ResNet50, VGG19) -> the Flax variables of the `keras` layouts.
+"""keras.applications weight files (ResNet50, VGG19, NASNetLarge, InceptionV3, InceptionResNetV2) -> the Flax
+variables of the `keras` layouts.
 
 Two file layouts hold the same arrays:
 
@@ -8,6 +9,9 @@ Two file layouts hold the same arrays:
 * Keras 3 (`save_weights('x.weights.h5')`): `layers/<snake_case class>[_<k>]/vars/{0, 1, ...}`, the datasets
   in the layer's variable order; recent Keras 3 versions store the layer name in the `name` attribute of
   `vars`. Without it the layer is known only by its class and ordinal, resolved per arch in convert_keras.
+
+Layers that Keras named automatically (`conv2d_<n>`, session-dependent) are resolved by position in either
+layout (`_resolve_auto_names`).
 
 Keras kernels are already HWIO / [in, out], so no array is transposed; only names change.
 """
@@ -23,6 +27,8 @@ import ml_dtypes
 import numpy as np
 
 from jaxrec.convert.common import ConversionError, Path, fill_variables
+from jaxrec.convert.keras_inception import inception_resnet_v2_table, inception_v3_table
+from jaxrec.convert.keras_nasnet import nasnet_large_table
 from jaxrec.errors import InputError
 from jaxrec.models.vgg import VGG19_BLOCKS
 
@@ -31,6 +37,7 @@ Weights = dict[str, dict[str, np.ndarray]]  # layer name -> {weight name ('kerne
 # Variable order of a layer in .weights.h5 files: trainable then non-trainable, in creation order.
 _KERAS3_VARS = {
     "conv2d": ("kernel", "bias"),
+    "separable_conv2d": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "dense": ("kernel", "bias"),
     "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
 }
@@ -38,6 +45,8 @@ _KERAS3_VARS = {
 _KINDS = {
     "conv": ("conv2d", {"kernel": ("params", "kernel"), "bias": ("params", "bias")}),
     "dense": ("dense", {"kernel": ("params", "kernel"), "bias": ("params", "bias")}),
+    "sepconv": ("separable_conv2d", {"depthwise_kernel": ("params", "depthwise_kernel"),
+                                     "pointwise_kernel": ("params", "pointwise_kernel")}),
     "bn": ("batch_normalization", {"gamma": ("params", "scale"), "beta": ("params", "bias"),
                                    "moving_mean": ("batch_stats", "mean"),
                                    "moving_variance": ("batch_stats", "var")}),
@@ -114,12 +123,21 @@ def _read_keras3(layers: h5py.Group, path: str) -> Weights:
     # Map indices to names only when the count fits the class; otherwise keep the indices, so a surprise
     # shows up as missing and unused keys instead of a silent mix-up.
     names = _KERAS3_VARS.get(_keras3_class(owner), ())
+    if names[-1:] == ("bias",) and len(datasets) == len(names) - 1:
+      names = names[:-1]  # built with use_bias=False (NASNet's convs)
+    if _keras3_class(owner) == "batch_normalization" and len(datasets) == 3:
+      names = names[1:]  # scale=False, no gamma (Inception's conv2d_bn)
     keys = names if len(names) == len(datasets) else datasets
+    found.append((owner, layer, {key: _array(obj[d]) for key, d in zip(keys, datasets)}))
+
+  found: list[tuple[str, str, dict[str, np.ndarray]]] = []
+  layers.visititems(visit)
+  # HDF5 lists conv2d_10 before conv2d_2: restore the ordinals, which _resolve_auto_names relies on.
+  found.sort(key=lambda item: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", item[0])])
+  for _, layer, arrays in found:
     if layer in weights:
       raise InputError(f"{path}: two layers named {layer!r}")
-    weights[layer] = {key: _array(obj[d]) for key, d in zip(keys, datasets)}
-
-  layers.visititems(visit)
+    weights[layer] = arrays
   return weights
 
 
@@ -155,7 +173,8 @@ def _vgg19_table() -> list[Row]:
                  ("predictions", ("fc8",), "dense", True)]
 
 
-TABLES = {"resnet50": _resnet50_table, "vgg19": _vgg19_table}
+TABLES = {"resnet50": _resnet50_table, "vgg19": _vgg19_table, "nasnet_large": nasnet_large_table,
+          "inception_v3": inception_v3_table, "inception_resnet_v2": inception_resnet_v2_table}
 
 
 def _resolve_unnamed(weights: Weights, table: list[Row]) -> Weights:
@@ -175,6 +194,46 @@ def _resolve_unnamed(weights: Weights, table: list[Row]) -> Weights:
   return resolved
 
 
+# Names Keras makes up for layers built without one: `conv2d_95` in a Keras 3 session that made 95 Conv2D layers
+# before, `conv2d_1` for the first one in Keras 2 (the published Inception files), `batch_normalization_v1_3`.
+_AUTO_NAME = re.compile(r"(conv2d|dense|batch_normalization)(?:_v\d+)?(?:_\d+)?")
+
+
+def _layer_class(name: str, arrays: Mapping[str, np.ndarray]) -> str | None:
+  auto = _AUTO_NAME.fullmatch(name)
+  if auto:
+    return auto[1]
+  if "moving_mean" in arrays:
+    return "batch_normalization"
+  return {4: "conv2d", 2: "dense"}.get(getattr(arrays.get("kernel"), "ndim", None))
+
+
+def _resolve_auto_names(weights: Weights, table: list[Row]) -> Weights:
+  """Names the automatically named layers (InceptionV3's `conv2d_<n>`, `batch_normalization_<n>`) by position.
+
+  Their number <n> depends on what the Keras session built before, so it differs between files of one model; their
+  position does not: both layouts keep Keras's `model.layers` order (legacy: `layer_names`, which Keras itself reads
+  positionally; Keras 3: the ordinal of `layers/conv2d_<k>`), the order of the table's rows. So the k-th Conv2D of
+  the file, named or not, is the table's k-th conv row. Only automatic names are replaced: a named layer that is out
+  of place (or from another model) still shows up as missing and unused keys."""
+  by_class: dict[str, list[str]] = {}
+  for name, _, kind, _ in table:
+    by_class.setdefault(_KINDS[kind][0], []).append(name)
+  kept = {key for key in weights if not _AUTO_NAME.fullmatch(key)}
+  counts: dict[str, int] = {}
+  resolved: Weights = {}
+  for key, arrays in weights.items():
+    layer_class = _layer_class(key, arrays)
+    k = counts[layer_class] = counts.get(layer_class, -1) + 1
+    names = by_class.get(layer_class, [])
+    if _AUTO_NAME.fullmatch(key) and k < len(names) and names[k] not in kept and names[k] not in resolved:
+      key = names[k]
+    elif key in resolved:  # an automatic name beyond the table that happens to equal a resolved one
+      key = f"{key} (the file's {layer_class} #{k})"
+    resolved[key] = arrays
+  return resolved
+
+
 def convert_keras(arch: str, weights: Mapping[str, Mapping[str, np.ndarray]], abstract_variables: Any, *,
                   source: str) -> dict:
   """`read_keras_weights` output -> Flax variables for `get_backbone(arch, 'keras', include_top)`.
@@ -185,7 +244,7 @@ def convert_keras(arch: str, weights: Mapping[str, Mapping[str, np.ndarray]], ab
   if arch not in TABLES:
     raise InputError(f"no Keras converter for arch {arch!r}; expected one of {', '.join(TABLES)}")
   table = TABLES[arch]()
-  weights = _resolve_unnamed(dict(weights), table)
+  weights = _resolve_auto_names(_resolve_unnamed(dict(weights), table), table)
   head = [name for name, _, _, top in table if top]
   model_has_head = any(flax[0] in abstract_variables["params"] for _, flax, _, top in table if top)
   converted: dict[Path, np.ndarray] = {}

@@ -840,6 +840,22 @@ def data_source(name: str, *, data_dir: str, split: str = "train", limit: int | 
   return _Examples(builder.as_data_source(split=split), path, split)
 
 
+def label_columns(name: str, *, data_dir: str, split: str = "train", limit: int | None = None,
+                  min_count: int | None = None) -> dict[str, np.ndarray]:
+  """Every feature of a built split except the image, as arrays in `data_source` order ('item_id': str),
+  read without decoding a single image."""
+  path = _dataset_path(name, os.fspath(data_dir), limit, min_count)
+  if not _is_built(path):
+    raise InputError(f"{path}: dataset {name!r} is not built; call build_dataset first")
+  builder = tfds.builder_from_directory(path)
+  if split not in builder.info.splits:
+    raise InputError(f"{path}: no split {split!r} (splits: {', '.join(builder.info.splits)})")
+  source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  rows = [_normalise(e) for e in source.__getitems__(list(range(len(source))))] if len(source) else []
+  keys = [k for k in builder.info.features if k != "image"]
+  return {k: np.array([r[k] for r in rows], dtype=object if k == "item_id" else None) for k in keys}
+
+
 def label_names(name: str, *, data_dir: str, limit: int | None = None, min_count: int | None = None,
                 feature: str = "label") -> list[str] | None:
   """The class names of a built dataset's `feature` (omniart: 'artist' or 'type'), or None when absent."""

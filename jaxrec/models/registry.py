@@ -43,6 +43,8 @@ TORCH = Preprocessing(224, "RGB", (0.485 * 255, 0.456 * 255, 0.406 * 255), (0.22
 CAFFE = Preprocessing(224, "BGR", (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), "caffe")
 # EfficientNet-Lite: (x - 127) / 128.
 LITE = Preprocessing(224, "RGB", (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), "lite")
+# Keras 'tf' mode (InceptionV3, InceptionResNetV2, NASNet): x / 127.5 - 1, i.e. (x - 127.5) / 127.5.
+INCEPTION = Preprocessing(299, "RGB", (127.5, 127.5, 127.5), (127.5, 127.5, 127.5), "inception")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +83,57 @@ def _efficientnet_lite0(layout: str, include_top: bool) -> Backbone:
                   {"pool": 1280, **({"logits": 1000} if include_top else {})}, "pool")
 
 
+def _inception_v3(layout: str, include_top: bool) -> Backbone:
+  from jaxrec.models.inception_v3 import InceptionV3
+  return Backbone("inception_v3", layout, InceptionV3(num_classes=1000 if include_top else 0), INCEPTION,
+                  {"mixed7": None, "mixed10": None, "pool": 2048, **({"logits": 1000} if include_top else {})},
+                  "pool")
+
+
+def _inception_resnet_v2(layout: str, include_top: bool) -> Backbone:
+  from jaxrec.models.inception_resnet_v2 import InceptionResNetV2
+  return Backbone("inception_resnet_v2", layout, InceptionResNetV2(num_classes=1000 if include_top else 0),
+                  INCEPTION, {"mixed_6a": None, "mixed_7a": None, "conv_7b": None, "pool": 1536,
+                              **({"logits": 1000} if include_top else {})}, "pool")
+
+
+def _nasnet_large(layout: str, include_top: bool) -> Backbone:
+  from jaxrec.models.nasnet import NASNet
+  return Backbone("nasnet_large", layout, NASNet(num_classes=1000 if include_top else 0),
+                  dataclasses.replace(INCEPTION, size=331),
+                  {"pool": 4032, **({"logits": 1000} if include_top else {})}, "pool")
+
+
+def _lite0_tiny(layout: str, include_top: bool) -> Backbone:
+  """Lite0's first three stages, one block each, for tests and smoke runs (random weights, nothing to load)."""
+  from jaxrec.models.efficientnet_lite import LITE0_STAGES, EfficientNetLite0
+  stages = tuple(s._replace(repeats=1) for s in LITE0_STAGES[:3])
+  return Backbone("lite0_tiny", layout, EfficientNetLite0(num_classes=1000 if include_top else 0, stages=stages),
+                  LITE, {"pool": 1280, **({"logits": 1000} if include_top else {})}, "pool")
+
+
+def with_representation(backbone: Backbone, base_feature: str, hidden: tuple[int, ...],
+                        default_feature: str = "representation") -> Backbone:
+  """A fine-tuned model's export: the backbone plus its shared layer(s) ('hidden_<i>', 'representation')."""
+  from jaxrec.train.model import REPRESENTATION, EmbeddingModel
+  hidden = tuple(int(h) for h in hidden)
+  features = {**backbone.features, **{f"hidden_{i}": h for i, h in enumerate(hidden)}, REPRESENTATION: hidden[-1]}
+  if default_feature not in features:
+    raise InputError(f"{backbone.arch} + shared layers {hidden}: no feature {default_feature!r}; expected one of "
+                     f"{', '.join(features)}")
+  return dataclasses.replace(backbone, module=EmbeddingModel(backbone.module, base_feature, hidden),
+                             features=features, default_feature=default_feature)
+
+
 # arch -> (layouts, builder)
 ARCHS = {
     "resnet50": (("torchvision", "keras"), _resnet50),
     "vgg19": (("torchvision", "keras"), _vgg19),
     "efficientnet_lite0": (("lite",), _efficientnet_lite0),
+    "inception_v3": (("keras",), _inception_v3),
+    "inception_resnet_v2": (("keras",), _inception_resnet_v2),
+    "nasnet_large": (("keras",), _nasnet_large),
+    "lite0_tiny": (("lite",), _lite0_tiny),
 }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxrec.errors import InputError
-from jaxrec.models.registry import Backbone, get_backbone
+from jaxrec.models.registry import Backbone, get_backbone, with_representation
 
 METADATA = "backbone.json"
 VARIABLES = "variables"
@@ -43,7 +43,9 @@ def save_backbone(directory: str | os.PathLike, backbone: Backbone, variables: A
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=parent)
   try:
-    checkpointer = ocp.StandardCheckpointer()
+    # Written by this process alone (multi-host runs export from process 0): no barrier with the others.
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=jax.process_index(), active_processes={jax.process_index()}))
     checkpointer.save(os.path.join(tmp, VARIABLES), jax.tree.map(np.asarray, variables))
     checkpointer.wait_until_finished()
     metadata = {
@@ -71,6 +73,15 @@ def load_backbone(directory: str | os.PathLike) -> tuple[Backbone, Any, dict]:
   with open(meta_path) as f:
     metadata = json.load(f)
   backbone = get_backbone(metadata["arch"], metadata["layout"], include_top=metadata["include_top"])
+  shared = metadata.get("representation")  # a fine-tuned model's export (launch.train)
+  if shared:
+    backbone = with_representation(backbone, shared["base_feature"], tuple(shared["hidden"]),
+                                   metadata.get("default_feature", "representation"))
+  elif metadata.get("default_feature") in backbone.features:
+    backbone = dataclasses.replace(backbone, default_feature=metadata["default_feature"])
+  if metadata.get("image_size"):  # the size it was fine-tuned at: extraction uses it by default
+    backbone = dataclasses.replace(
+        backbone, preprocessing=dataclasses.replace(backbone.preprocessing, size=int(metadata["image_size"])))
   target = backbone.abstract_variables()
   try:
     variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES), target)

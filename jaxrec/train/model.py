@@ -34,8 +34,8 @@ class Task:
       raise InputError(f"task {self.name!r}: a regression task takes no num_classes, got {self.num_classes}")
     if not self.weight >= 0:
       raise InputError(f"task {self.name!r}: weight must be >= 0, got {self.weight}")
-    if self.name == REPRESENTATION:
-      raise InputError(f"task name {self.name!r} is reserved for the shared layer's output")
+    if self.name == REPRESENTATION or self.name.startswith("hidden_"):
+      raise InputError(f"task name {self.name!r} is reserved for the shared layers' outputs")
 
 
 def check_tune(tune: str) -> str:
@@ -55,9 +55,10 @@ class RepresentationHeads(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    out = {}
     for index, units in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(units, name=f"hidden_{index}")(x))
-    out = {REPRESENTATION: x}
+      x = out[f"hidden_{index}"] = nn.relu(nn.Dense(units, name=f"hidden_{index}")(x))
+    out[REPRESENTATION] = x
     for task in self.tasks:
       if task.kind == "classification":
         out[task.name] = nn.Dense(task.num_classes, name=task.name)(x)  # logits [B, C]
@@ -105,6 +106,26 @@ class FineTuneModel(nn.Module):
 
   def __call__(self, x: jax.Array, train: bool, tune: str) -> dict[str, jax.Array]:
     return self.heads(self.features(x, train, tune))
+
+
+class EmbeddingModel(nn.Module):
+  """What a fine-tuned model exports for extraction: the backbone and the shared layer(s), no task heads.
+
+  Same parameter tree as FineTuneModel minus the heads' task layers, so export is a subtree copy. Returns the
+  backbone's features plus 'hidden_<i>' and 'representation' (the last shared layer).
+  """
+
+  backbone: nn.Module
+  base_feature: str
+  hidden: tuple[int, ...]
+
+  def setup(self):
+    self.heads = RepresentationHeads((), self.hidden)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    out = dict(self.backbone(x, train=train))
+    out.update(self.heads(pool(out[self.base_feature])))
+    return out
 
 
 def init_heads(model: FineTuneModel, rng: jax.Array, feature_dim: int) -> dict:

@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrec.extract import DATA
-from jaxrec.train.losses import task_losses, total_loss
+from jaxrec.train.losses import summed_metrics, task_losses, total_loss
 from jaxrec.train.model import FineTuneModel, Task, check_tune
 
 
@@ -85,20 +85,31 @@ def make_train_step(model: FineTuneModel, tasks: Sequence[Task], tune: str, opti
 
   replicated, sharded = _shardings(mesh)
   return jax.jit(shallow if tune == "shallow" else deep, in_shardings=(replicated, sharded),
-                 out_shardings=(replicated, replicated))
+                 out_shardings=(replicated, replicated), compiler_options=_compiler_options(tune, mesh))
+
+
+# XLA:CPU (jax 0.10.2) hands every convolution to YNNPACK, whose weight-gradient convolutions (the window is
+# the whole feature map) run 5-40x slower than XLA's own: ResNet50's deep step went from 0.20-0.23 to 0.52
+# images/s (batch 8, 2-core CPU; benchmarks/README.md). YNNPACK stays on for dots, elementwise ops and
+# reductions: turning it off entirely made the gradient less accurate against float64.
+_CPU_DEEP_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                     "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def _compiler_options(tune: str, mesh: Mesh) -> dict | None:
+  return _CPU_DEEP_OPTIONS if tune == "deep" and mesh.devices.flat[0].platform == "cpu" else None
 
 
 def make_eval_step(model: FineTuneModel, tasks: Sequence[Task],
                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[dict, dict]]:
-  """(state, batch) -> (metrics, outputs): inference mode (running BN statistics), nothing updated;
-  outputs stay split over 'data' like the batch."""
+  """(state, batch) -> (sums, outputs): inference mode (running BN statistics), nothing updated. `sums` are
+  `summed_metrics` (summable over batches, padding excluded); outputs stay split over 'data' like the batch."""
   tasks = tuple(tasks)
 
   def evaluate(state: TrainState, batch: dict) -> tuple[dict, dict]:
     outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False,
                           tune="deep")
-    losses = task_losses(outputs, batch["labels"], tasks, batch["mask"])
-    return _metrics(losses, total_loss(losses, tasks)), outputs
+    return summed_metrics(outputs, batch["labels"], tasks, batch["mask"]), outputs
 
   replicated, sharded = _shardings(mesh)
   return jax.jit(evaluate, in_shardings=(replicated, sharded), out_shardings=(replicated, sharded))

@@ -1,0 +1,39 @@
+"""Shared by the Keras port tests: random weights, both weight-file layouts, the error measure.
+
+Keras is imported inside the functions: each test module sets KERAS_BACKEND before its own import."""
+
+import os
+
+import numpy as np
+
+
+def randomise(model, rng: np.random.Generator) -> None:
+  """Keeps Keras's random kernels; replaces the zero biases and offsets, the unit BN scales and the identity BN
+  statistics, so that every converted array changes the output."""
+  for variable in model.weights:
+    name = variable.path.rsplit("/", 1)[-1]
+    if "kernel" in name:  # kernel, depthwise_kernel, pointwise_kernel
+      continue
+    if name in ("gamma", "moving_variance"):
+      value = rng.uniform(0.5, 2.0, variable.shape)
+    else:  # bias, beta, moving_mean
+      value = rng.normal(0.0, 1.0, variable.shape)
+    variable.assign(value.astype(np.float32))
+
+
+def save_both_layouts(model, folder, name: str) -> dict[str, str]:
+  """The model's weights as a legacy HDF5 file and a Keras 3 .weights.h5 file."""
+  import h5py
+  from keras.src.legacy.saving import legacy_h5_format
+  legacy, keras3 = os.path.join(folder, f"{name}.h5"), os.path.join(folder, f"{name}.weights.h5")
+  with h5py.File(legacy, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+  model.save_weights(keras3)
+  return {"legacy": legacy, "keras3": keras3}
+
+
+def relative_error(actual, expected) -> float:
+  """max |actual - expected| / max |expected|, in float64."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
