@@ -126,26 +126,14 @@ def bench(arch: str, batch: int, peak: float) -> None:
   rgb = np.random.default_rng(0).uniform(0, 255, (batch, _SIZE.value, _SIZE.value, 3)).astype(np.float32)
   x = np.asarray(backbone.preprocessing(rgb))
   x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-  dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
-  flax_vars = jax.tree.map(lambda a: jnp.asarray(a, dtype), variables)
-  forward = jax.jit(lambda v, x: backbone.module.apply(v, x)["logits"])
-  x_dev = jnp.asarray(x, dtype)
-  compiled = forward.lower(flax_vars, x_dev).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0))
-
+  compiled, flax_vars, x_dev, flops = _compiled_flax(backbone, variables, x)
   t_flax = _median_seconds(lambda: jax.block_until_ready(compiled(flax_vars, x_dev)), _REPEATS.value)
   with torch.inference_mode():
     t_torch = _median_seconds(lambda: model(x_torch), _REPEATS.value)
     reference = model(x_torch).numpy()
   ours = np.asarray(compiled(flax_vars, x_dev), np.float32)
-  agree = np.abs(ours - reference).max() / np.abs(reference).max()
-  gflops = flops / t_flax / 1e9
-  print(f"{arch:>19} batch {batch:>3}: flax {batch / t_flax:7.2f} img/s, torch {batch / t_torch:7.2f} img/s, "
-        f"ratio {t_torch / t_flax:4.2f}x | {flops / batch / 1e9:5.2f} GFLOP/img, {gflops:6.1f} GFLOP/s = "
-        f"{gflops / peak:4.0%} of peak | logits agree to {agree:.1e}", flush=True)
+  _report(arch, batch, peak, t_flax, flops, "torch", t_torch,
+          float(np.abs(ours - reference).max() / np.abs(reference).max()))
 
 
 def main(argv):

@@ -22,22 +22,29 @@ from jaxrec.data.embeddings import read_embeddings
 from jaxrec.data.pipeline import image_batches
 from jaxrec.data.purchase_logs import read_jaxrec_log
 from jaxrec.errors import InputError
-from jaxrec.models import registry, store
+from jaxrec.models import registry
 from jaxrec.visualize import recommendation_grid
 
 
 def _shop(config, cache: str):
   """The Fashion-MNIST dataset and the default shop's log over its first items."""
-  source_dir = image_datasets.ensure_fashion_mnist(config.dataset.source_dir)
-  data_dir = os.path.join(cache, "tfds")
-  limit = config.dataset.num_items
-  image_datasets.build_dataset(config.dataset.name, data_dir=data_dir, manual_dir=source_dir, limit=limit)
-  source = image_datasets.data_source(config.dataset.name, data_dir=data_dir, split="train", limit=limit)
-  # Keyed by what shapes the log, so a run with another shop size never reuses this one.
-  shop_dir = os.path.join(cache, f"shop-{len(source)}items-{config.shop.num_users}users-"
-                                 f"{config.shop.initial_stock}stock")
-  simulate_shop(source, shop_dir, config.shop.num_users, config.shop.initial_stock)
-  return source, read_jaxrec_log(shop_dir)
+  source = fashion_mnist_photos(os.path.join(cache, "tfds"), config.dataset.source_dir, config.dataset.num_items)
+  return source, read_jaxrec_log(default_shop_log(source, cache, config.shop.num_users, config.shop.initial_stock))
+
+
+def fashion_mnist_photos(data_dir: str, manual_dir: str | None, limit: int | None, split: str = "train"):
+  """Fashion-MNIST's first `limit` photos of `split` as a TFDS source, built under `data_dir` when needed
+  (the Debian package installed first when it is missing)."""
+  manual_dir = image_datasets.ensure_fashion_mnist(manual_dir or image_datasets.FASHION_MNIST_DIR)
+  image_datasets.build_dataset("fashion_mnist", data_dir=data_dir, manual_dir=manual_dir, limit=limit)
+  return image_datasets.data_source("fashion_mnist", data_dir=data_dir, split=split, limit=limit)
+
+
+def default_shop_log(source, parent: str, num_users: int, initial_stock: int) -> str:
+  """The default shop's log over `source`, in a folder of `parent` keyed by what shapes it, so a run with
+  another shop size never reuses it."""
+  folder = os.path.join(parent, f"shop-{len(source)}items-{num_users}users-{initial_stock}stock")
+  return simulate_shop(source, folder, num_users, initial_stock)
 
 
 def simulate_shop(source, shop_dir: str, num_users: int, initial_stock: int) -> str:
@@ -74,16 +81,9 @@ def check_row(config) -> str | None:
 
 
 def _backbone(config, cache: str):
-  """(backbone, variables) of the configured row, converted once and cached by source sha256."""
-  from jaxrec.convert.dispatch import convert_weights
-
-  weights = check_row(config)
-  folder = os.path.join(cache, f"backbone-{config.arch}-{store.sha256(weights)[:12]}")
-  if not os.path.isdir(folder):
-    backbone, variables = convert_weights(config.arch, config.layout or None, weights)
-    store.save_backbone(folder, backbone, variables, source=weights)
-  backbone, variables, _ = store.load_backbone(folder)
-  return backbone, variables, folder
+  """(backbone, variables, folder) of the configured row, converted once and cached by source sha256."""
+  from jaxrec.convert.dispatch import convert_cached
+  return convert_cached(config.arch, config.layout or None, check_row(config), cache)
 
 
 def _embeddings(config, cache: str, source) -> str:

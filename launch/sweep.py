@@ -30,20 +30,19 @@ def main(argv):
   from jaxrec.train import sweep
   module = sweep.load_config_module(_CONFIG.value)
   rows = sweep.rows_of(module, _CONFIG.value, _ROWS.value)
-  for row in rows:  # fail on a bad --set before anything runs
-    sweep.apply_overrides(module.get_config(row), _SET.value)
+  # Every row's config with the --set overrides: a bad one fails here, before anything runs.
+  configs = {row: sweep.apply_overrides(module.get_config(row), _SET.value) for row in rows}
   if _PRINT.value:
     for row in rows:
-      print(sweep.train_command(_CONFIG.value, row, _WORKDIR.value, _SET.value))
+      print(sweep.train_command(_CONFIG.value, configs[row], row, _WORKDIR.value, _SET.value))
     extra = "".join(f" --set={s}" for s in _SET.value)
     print(f"python -m launch.sweep --config={_CONFIG.value} --workdir={_WORKDIR.value} --rows={','.join(rows)}"
           f"{extra} --collect_only")
     return
   from jaxrec import report
   results = sweep.run(_CONFIG.value, _WORKDIR.value, rows, _SET.value, train_missing=not _COLLECT.value)
-  k = 20 if not results else int(next(key for key in results[0][1] if key.startswith("recall@")).split("@")[1])
   print("\nMean over transactions:")
-  print(report.text_table(results, k))
+  print(report.text_table(results, configs[rows[0]].evaluate.k))
   print(f"\nWrote {_WORKDIR.value}/table.md, table.csv, metrics.json, table.png")
 
 

@@ -37,3 +37,43 @@ def relative_error(actual, expected) -> float:
   actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
   assert actual.shape == expected.shape
   return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def assert_same_tree(a, b) -> None:
+  """Two pytrees with the same paths and bit-identical leaves."""
+  import jax
+  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(x, y, err_msg=str(path))
+
+
+def keras2_style_copy(original: str, path: str) -> None:
+  """A copy of a legacy HDF5 file as Keras 2 wrote them (the published *_tf_kernels.h5 files): names stored
+  as byte strings, weight names ending in ':0'."""
+  import shutil
+
+  import h5py
+  from keras.src.legacy.saving import legacy_h5_format
+  shutil.copy(original, path)
+  with h5py.File(path, "r+") as f:
+    layers = legacy_h5_format.load_attributes_from_hdf5_group(f, "layer_names")
+    f.attrs["layer_names"] = np.array([n.encode() for n in layers], dtype="S")
+    for layer in layers:
+      names = legacy_h5_format.load_attributes_from_hdf5_group(f[layer], "weight_names")
+      for name in names:
+        f[layer].move(name, name + ":0")
+      f[layer].attrs["weight_names"] = np.array([f"{n}:0".encode() for n in names], dtype="S")
+
+
+def unnamed_keras3_copy(original: str, path: str) -> None:
+  """A copy of a .weights.h5 file as Keras 3 versions before the `name` attribute wrote them: a layer known only
+  by its class and ordinal."""
+  import shutil
+
+  import h5py
+  shutil.copy(original, path)
+  with h5py.File(path, "r+") as f:
+    for group in f["layers"].values():
+      if "vars" in group and "name" in group["vars"].attrs:
+        del group["vars"].attrs["name"]

@@ -29,6 +29,8 @@ from jaxrec.convert.keras import TABLES, convert_keras, load_keras, read_keras_w
 from jaxrec.errors import InputError  # noqa: E402
 from jaxrec.models import store  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import assert_same_tree  # noqa: E402
+from keras_files import unnamed_keras3_copy  # noqa: E402
 from keras_files import save_both_layouts as _save, relative_error as _relative_error  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
@@ -144,13 +146,6 @@ def test_table_rows_are_keras_layer_order(case, arch):
       assert tuple(module.get("kernel", module.get("bias")).shape) == shapes[0], (name, flax)
 
 
-def _assert_same(a, b) -> None:
-  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(x, y, err_msg=str(path))
-
-
 def _keras2_style_copy(original: str, path: str) -> None:
   """The published files' naming: Keras 2 numbered automatic names from 1 in creation order, stored byte strings
   and weight names ending in ':0'."""
@@ -177,22 +172,18 @@ def test_published_keras2_numbering_converts_the_same(case, tmp_path):
   path = str(tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
   _keras2_style_copy(c["files"]["legacy"], path)
   assert "conv2d_1" in read_keras_weights(path) and "conv2d_94" in read_keras_weights(c["files"]["legacy"])
-  _assert_same(load_keras("inception_v3", c["files"]["legacy"], c["abstract"]),
+  assert_same_tree(load_keras("inception_v3", c["files"]["legacy"], c["abstract"]),
                load_keras("inception_v3", path, c["abstract"]))
 
 
 def test_keras3_file_without_layer_names_resolves_by_keras_order(case, tmp_path):
   files = case("inception_resnet_v2", False)["files"]
   path = str(tmp_path / "unnamed.weights.h5")
-  shutil.copy(files["keras3"], path)
-  with h5py.File(path, "r+") as f:
-    for group in f["layers"].values():
-      if "vars" in group and "name" in group["vars"].attrs:
-        del group["vars"].attrs["name"]
+  unnamed_keras3_copy(files["keras3"], path)
   unnamed = read_keras_weights(path)
   assert "layers/conv2d_17" in unnamed and "block35_1_conv" not in unnamed
   abstract = case("inception_resnet_v2", False)["abstract"]
-  _assert_same(load_keras("inception_resnet_v2", files["keras3"], abstract),
+  assert_same_tree(load_keras("inception_resnet_v2", files["keras3"], abstract),
                convert_keras("inception_resnet_v2", unnamed, abstract, source=path))
 
 
@@ -245,7 +236,7 @@ def test_launch_convert_writes_the_backbone(case, tmp_path):
   backbone, variables, _ = store.load_backbone(out)
   assert backbone.arch == "inception_v3" and "logits" not in backbone.features
   assert backbone.preprocessing.name == "inception" and backbone.preprocessing.size == 299
-  _assert_same(load_keras("inception_v3", c["files"]["legacy"], backbone.abstract_variables()), variables)
+  assert_same_tree(load_keras("inception_v3", c["files"]["legacy"], backbone.abstract_variables()), variables)
 
 
 @pytest.mark.parametrize("arch,name,dim", [("inception_v3", "InceptionV3", 2048),

@@ -12,12 +12,14 @@ import jax
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
 from jaxrec.convert.common import ConversionError  # noqa: E402
 from jaxrec.convert.keras import convert_keras, load_keras, read_keras_weights  # noqa: E402
 from jaxrec.errors import InputError  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import assert_same_tree  # noqa: E402
+from keras_files import keras2_style_copy  # noqa: E402
+from keras_files import unnamed_keras3_copy  # noqa: E402
 from keras_files import randomise as _randomise  # noqa: E402
 from keras_files import relative_error as _relative_error  # noqa: E402
 from keras_files import save_both_layouts as _save  # noqa: E402
@@ -116,46 +118,27 @@ def test_file_with_top_serves_a_backbone_without_it(keras_case):
   assert "fc" not in variables["params"] and "layer4_2" in variables["params"]
 
 
-def _assert_same(a, b) -> None:
-  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(x, y, err_msg=str(path))
-
-
 def test_keras2_style_legacy_names_read_the_same(keras_case, tmp_path):
   """Keras 2 files (the published *_tf_kernels.h5) store byte strings and names ending in ':0'."""
   original = keras_case("resnet50", False)["files"]["legacy"]
   path = str(tmp_path / "keras2.h5")
-  shutil.copy(original, path)
-  with h5py.File(path, "r+") as f:
-    layers = legacy_h5_format.load_attributes_from_hdf5_group(f, "layer_names")
-    f.attrs["layer_names"] = np.array([n.encode() for n in layers], dtype="S")
-    for layer in layers:
-      names = legacy_h5_format.load_attributes_from_hdf5_group(f[layer], "weight_names")
-      for name in names:
-        f[layer].move(name, name + ":0")
-      f[layer].attrs["weight_names"] = np.array([f"{n}:0".encode() for n in names], dtype="S")
+  keras2_style_copy(original, path)
   got = read_keras_weights(path)
   assert set(got["conv1_bn"]) == {"gamma", "beta", "moving_mean", "moving_variance"}
-  _assert_same(read_keras_weights(original), got)
+  assert_same_tree(read_keras_weights(original), got)
 
 
 def test_keras3_file_without_layer_names_resolves_by_keras_order(keras_case, tmp_path):
   """Keras 3 versions before the `name` attribute identify a layer only by class and ordinal."""
   files = keras_case("resnet50", False)["files"]
   path = str(tmp_path / "unnamed.weights.h5")
-  shutil.copy(files["keras3"], path)
-  with h5py.File(path, "r+") as f:
-    for group in f["layers"].values():
-      if "vars" in group and "name" in group["vars"].attrs:
-        del group["vars"].attrs["name"]
+  unnamed_keras3_copy(files["keras3"], path)
   unnamed = read_keras_weights(path)
   assert "layers/conv2d_7" in unnamed and "conv1_conv" not in unnamed
   abstract = get_backbone("resnet50", "keras", include_top=False).abstract_variables()
   named = load_keras("resnet50", files["keras3"], abstract)
-  _assert_same(named, convert_keras("resnet50", unnamed, abstract, source=path))
-  _assert_same(named, load_keras("resnet50", files["legacy"], abstract))
+  assert_same_tree(named, convert_keras("resnet50", unnamed, abstract, source=path))
+  assert_same_tree(named, load_keras("resnet50", files["legacy"], abstract))
 
 
 def test_resnet_file_for_vgg19_fails(keras_case):

@@ -15,19 +15,20 @@ import sys
 
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported; TensorFlow is not a dependency
 
-import h5py  # noqa: E402
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from keras.src.initializers import random_initializers  # noqa: E402
-from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
 from jaxrec.convert.common import ConversionError  # noqa: E402
 from jaxrec.convert.keras import convert_keras, load_keras, read_keras_weights  # noqa: E402
 from jaxrec.convert.keras_nasnet import nasnet_large_table  # noqa: E402
 from jaxrec.models import registry  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import assert_same_tree  # noqa: E402
+from keras_files import keras2_style_copy  # noqa: E402
+from keras_files import unnamed_keras3_copy  # noqa: E402
 from keras_files import randomise as _randomise  # noqa: E402
 from keras_files import relative_error as _relative_error  # noqa: E402
 from keras_files import save_both_layouts as _save  # noqa: E402
@@ -162,46 +163,27 @@ def test_file_with_top_serves_a_backbone_without_it(nasnet, flax_nasnet):
   assert "predictions" not in variables["params"] and "cell_18" in variables["params"]
 
 
-def _assert_same(a, b) -> None:
-  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(x, y, err_msg=str(path))
-
-
 def test_keras2_style_legacy_names_read_the_same(nasnet, tmp_path):
   """The published NASNet-large*.h5 files were written by Keras 2: byte strings, names ending in ':0'."""
   original = nasnet[False]["files"]["legacy"]
   path = str(tmp_path / "NASNet-large-no-top.h5")
-  shutil.copy(original, path)
-  with h5py.File(path, "r+") as f:
-    layers = legacy_h5_format.load_attributes_from_hdf5_group(f, "layer_names")
-    f.attrs["layer_names"] = np.array([n.encode() for n in layers], dtype="S")
-    for layer in layers:
-      names = legacy_h5_format.load_attributes_from_hdf5_group(f[layer], "weight_names")
-      for name in names:
-        f[layer].move(name, name + ":0")
-      f[layer].attrs["weight_names"] = np.array([f"{n}:0".encode() for n in names], dtype="S")
+  keras2_style_copy(original, path)
   got = read_keras_weights(path)
   assert set(got["separable_conv_1_normal_left1_0"]) == {"depthwise_kernel", "pointwise_kernel"}
-  _assert_same(read_keras_weights(original), got)
+  assert_same_tree(read_keras_weights(original), got)
 
 
 def test_keras3_file_without_layer_names_resolves_by_keras_order(nasnet, flax_nasnet, tmp_path):
   """Keras 3 versions before the `name` attribute identify a layer only by class and ordinal."""
   files = nasnet[False]["files"]
   path = str(tmp_path / "unnamed.weights.h5")
-  shutil.copy(files["keras3"], path)
-  with h5py.File(path, "r+") as f:
-    for group in f["layers"].values():
-      if "vars" in group and "name" in group["vars"].attrs:
-        del group["vars"].attrs["name"]
+  unnamed_keras3_copy(files["keras3"], path)
   unnamed = read_keras_weights(path)
   assert "layers/separable_conv2d_219" in unnamed and "stem_conv1" not in unnamed
   assert set(unnamed["layers/conv2d_47"]) == {"kernel"}  # a bias-free conv's single variable is its kernel
   _, abstract, _ = flax_nasnet(False)
   named = load_keras("nasnet_large", files["legacy"], abstract)
-  _assert_same(named, convert_keras("nasnet_large", unnamed, abstract, source=path))
+  assert_same_tree(named, convert_keras("nasnet_large", unnamed, abstract, source=path))
 
 
 def test_files_of_other_archs_fail_with_the_key_diff(nasnet, flax_nasnet):

@@ -1,6 +1,5 @@
 """Fine-tuning core: parameter labels, shallow vs deep steps, losses, data parallelism, no backbone gradient."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import pytest
 from conftest import random_variables
 
 from jaxrec.extract import make_mesh
-from jaxrec.models.efficientnet_lite import LITE0_STAGES, EfficientNetLite0
 from jaxrec.models.registry import get_backbone
 from jaxrec.train.losses import task_losses, total_loss
 from jaxrec.train.model import FineTuneModel, Task, init_heads
@@ -29,9 +27,7 @@ BATCH = 16
 
 def small_lite0():
   """Lite0's first three stages, one block each: the deep step's gradient compiles in seconds, not ~30 s."""
-  backbone = get_backbone("efficientnet_lite0", include_top=False)
-  stages = tuple(s._replace(repeats=1) for s in LITE0_STAGES[:3])
-  return dataclasses.replace(backbone, module=EfficientNetLite0(num_classes=0, stages=stages))
+  return get_backbone("lite0_tiny", include_top=False)
 
 
 def setup(backbone, size: int):

@@ -255,10 +255,10 @@ def test_train_then_extract_then_evaluate_commands(hnot_run, data_dir):
   with np.load(os.path.join(embeddings, "embeddings.npz"), allow_pickle=False) as npz:
     vectors = npz[[k for k in npz.files if npz[k].ndim == 2][0]]
   assert vectors.shape == (LIMIT, 256)
-  out = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--config.dataset.dir={shop}",
-                        f"--config.embeddings={embeddings}/embeddings.npz", "--config.similarity=euclidean",
-                        f"--workdir={workdir}/evaluation"],
-                       cwd=ROOT, env=env(), check=True, capture_output=True, text=True, timeout=600)
+  subprocess.run([sys.executable, "-m", "launch.evaluate", f"--config.dataset.dir={shop}",
+                  f"--config.embeddings={embeddings}/embeddings.npz", "--config.similarity=euclidean",
+                  f"--workdir={workdir}/evaluation"],
+                 cwd=ROOT, env=env(), check=True, capture_output=True, text=True, timeout=600)
   with open(os.path.join(workdir, "evaluation", "metrics.json")) as f:
     metrics = json.load(f)
   assert 0 <= metrics["recall@20"] <= 1 and metrics["num_transactions"] > 0

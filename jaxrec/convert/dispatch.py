@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import jax
 from absl import logging
 
 from jaxrec.convert.common import ConversionError
@@ -50,3 +53,17 @@ def convert_weights(arch: str, layout: str | None, path: str | None,
       raise with_top from None
     logging.info("%s has no classifier: converted a backbone without logits", path)
     return notop, variables
+
+
+def convert_cached(arch: str, layout: str | None, path: str, cache: str) -> tuple[Backbone, dict, str]:
+  """(backbone, variables, folder): `path` converted once into the backbone folder `cache/backbone-<arch>-<sha>`
+  (keyed by the file's sha256) and read from there afterwards. In multi-process runs process 0 writes it."""
+  from jaxrec.models import store
+  folder = os.path.join(cache, f"backbone-{arch}-{store.sha256(path)[:12]}")
+  if os.path.isdir(folder):
+    backbone, variables, _ = store.load_backbone(folder)
+    return backbone, variables, folder
+  backbone, variables = convert_weights(arch, layout, path)
+  if jax.process_index() == 0:
+    store.save_backbone(folder, backbone, variables, source=path)
+  return backbone, variables, folder

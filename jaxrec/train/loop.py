@@ -11,6 +11,7 @@ seeded by (seed, epoch) and a resumed epoch skips the batches it already trained
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -109,7 +110,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _backbone(config, cache: str) -> tuple[registry.Backbone, Any, str]:
   """(backbone without classifier, variables, where they came from): a launch.convert folder, a weights file
   (converted and cached under WORKDIR/cache), or the weights that ship with a package."""
-  from jaxrec.convert.dispatch import convert_weights, default_weights
+  from jaxrec.convert.dispatch import convert_cached, default_weights
 
   source = config.weights or default_weights(config.arch)
   if source == "random":  # smoke runs and tests: no ImageNet knowledge at all
@@ -122,7 +123,7 @@ def _backbone(config, cache: str) -> tuple[registry.Backbone, Any, str]:
     raise InputError(f"{config.arch} needs ImageNet weights that cannot be downloaded here: pass "
                      "--config.weights=FILE (a Keras .h5 or torchvision .pth) or a folder written by launch.convert")
   if os.path.isdir(source):
-    backbone, variables, meta = store.load_backbone(source)
+    backbone, variables, _ = store.load_backbone(source)
     if backbone.arch != config.arch:
       raise InputError(f"{source} holds a {backbone.arch} backbone, but config.arch is {config.arch!r}")
     if config.layout and backbone.layout != config.layout:
@@ -130,12 +131,7 @@ def _backbone(config, cache: str) -> tuple[registry.Backbone, Any, str]:
   elif not os.path.isfile(source):
     raise InputError(f"{source}: weights file not found")
   else:
-    folder = os.path.join(cache, f"backbone-{config.arch}-{store.sha256(source)[:12]}")
-    if not os.path.isdir(folder):
-      backbone, variables = convert_weights(config.arch, config.layout or None, source)
-      if jax.process_index() == 0:
-        store.save_backbone(folder, backbone, variables, source=source)
-    backbone, variables, meta = store.load_backbone(folder) if os.path.isdir(folder) else (backbone, variables, {})
+    backbone, variables, _ = convert_cached(config.arch, config.layout or None, source, cache)
   if "logits" in backbone.features:  # the classifier's dropout would need an rng in train mode: drop it
     notop = registry.get_backbone(backbone.arch, backbone.layout, include_top=False)
     keep = notop.abstract_variables()
@@ -185,7 +181,6 @@ class _Stage:
   tasks: tuple[Task, ...]
   train: train_data.LabelledSplit
   validation: train_data.LabelledSplit
-  standardisation: dict
 
 
 def _task_specs(config, stage) -> list[TaskSpec]:
@@ -220,7 +215,7 @@ def _validate(state, eval_step, split, tasks, size, batch_size, sharding, worker
   return epoch_means(sums, tasks)
 
 
-def _finite(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+def _host_floats(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
   return {k: float(_host(v)) for k, v in metrics.items()}
 
 
@@ -236,13 +231,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   resumed = check_run(workdir, config.to_dict())
   if resumed and os.path.isfile(summary_path) and os.path.isdir(os.path.join(workdir, EXPORT)):
     print(f"{workdir}: this run has finished already; its export is {workdir}/{EXPORT}", flush=True)
-    import json
     with open(summary_path) as f:
       return json.load(f)
 
   backbone, variables, source = _backbone(config, os.path.join(workdir, "cache"))
   base_feature = resolve_feature(backbone, config.base_feature or None)
-  if backbone.features[base_feature] is None and base_feature not in ("pool5",):
+  if backbone.features[base_feature] is None:
     logging.info("%s is a spatial map: it is average-pooled under the shared layer", base_feature)
   size = config.image_size or backbone.preprocessing.size
   feature_dim = int(jax.eval_shape(
@@ -273,9 +267,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       stage_config = config.stages[name]
       dataset = config.datasets[stage_config.dataset]
       data_dir = os.path.expanduser(dataset.data_dir)
-      train_split, val_split, tasks, standard = build_splits(dataset, _task_specs(config, stage_config),
+      train_split, val_split, tasks, _ = build_splits(dataset, _task_specs(config, stage_config),
                                                              data_dir=data_dir, where=f"stage {name!r}")
-      stage = _Stage(index, name, stage_config, tasks, train_split, val_split, standard)
+      stage = _Stage(index, name, stage_config, tasks, train_split, val_split)
       tune = check_tune(stage_config.tune)
       model = FineTuneModel(backbone.module, tasks, feature=base_feature, hidden=tuple(config.hidden),
                             preprocessing=backbone.preprocessing)
@@ -337,14 +331,13 @@ def _run_stage(config, stage: _Stage, model: FineTuneModel, tune: str, optimizer
     epoch = loop["epoch"]
     label = f"stage {stage.name} epoch {epoch + 1}/{sc.max_epochs}"
     progress = _Progress(config.log_every_s, steps, label, config.batch_size)
-    progress.done = 0
     train_sum, train_count = 0.0, 0
     for batch in train_data.train_batches(stage.train, size=size, batch_size=config.batch_size,
                                           seed=config.seed * 1000 + stage.index, epoch=epoch,
                                           start_step=loop["step_in_epoch"], shard=shard,
                                           worker_count=config.worker_count):
       state, metrics = train_step(state, _global(batch, sharded))
-      values = _finite(metrics)
+      values = _host_floats(metrics)
       if not math.isfinite(values["loss"]):
         last = checkpoints.latest_step()
         raise TrainingDiverged(
@@ -423,10 +416,7 @@ def write_default_shop(config, workdir: str) -> str | None:
   if ds is None or ds.name != "fashion_mnist" or "shop" not in config or jax.process_index() != 0:
     return None
   from jaxrec import experiment
-  from jaxrec.data import image_datasets
-  data_dir = os.path.expanduser(ds.data_dir)
-  manual_dir = image_datasets.ensure_fashion_mnist(ds.manual_dir or image_datasets.FASHION_MNIST_DIR)
-  image_datasets.build_dataset(ds.name, data_dir=data_dir, manual_dir=manual_dir, limit=ds.limit or None)
-  source = image_datasets.data_source(ds.name, data_dir=data_dir, split=ds.train_split, limit=ds.limit or None)
+  source = experiment.fashion_mnist_photos(os.path.expanduser(ds.data_dir), ds.manual_dir, ds.limit or None,
+                                           ds.train_split)
   return experiment.simulate_shop(source, os.path.join(workdir, "shop"), config.shop.num_users,
                                   config.shop.initial_stock)

@@ -82,11 +82,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
   return config
 
 
-def train_command(config_path: str, row: str, workdir: str, overrides: Sequence[str]) -> str:
+def train_command(config_path: str, config: ml_collections.ConfigDict, row: str, workdir: str,
+                  overrides: Sequence[str]) -> str:
   """One launch.train command line (for a cluster scheduler); stage-wide overrides expand per stage."""
   flags = []
-  module = load_config_module(config_path)
-  config = module.get_config(row)
   for item in overrides:
     key, value = item.split("=", 1)
     if key in ("max_epochs", "patience", "learning_rate"):
@@ -100,20 +99,15 @@ def train_command(config_path: str, row: str, workdir: str, overrides: Sequence[
 def _shop_log(config, workdir: str):
   """The default shop's log (one copy for the whole sweep) and its photos' dataset."""
   from jaxrec import experiment
-  from jaxrec.data import image_datasets
   from jaxrec.data.purchase_logs import read_jaxrec_log
   ds = config.datasets.shop
   if ds.name != "fashion_mnist":
     raise InputError("the sweep evaluates on the default shop: config.datasets.shop.name must be fashion_mnist "
                      f"(got {ds.name!r}); evaluate other data with launch.extract + launch.evaluate")
-  data_dir = os.path.expanduser(ds.data_dir)
-  manual_dir = image_datasets.ensure_fashion_mnist(ds.manual_dir or image_datasets.FASHION_MNIST_DIR)
-  image_datasets.build_dataset(ds.name, data_dir=data_dir, manual_dir=manual_dir, limit=ds.limit or None)
-  source = image_datasets.data_source(ds.name, data_dir=data_dir, split=ds.train_split, limit=ds.limit or None)
-  folder = os.path.join(workdir, f"shop-{len(source)}items-{config.shop.num_users}users-"
-                                 f"{config.shop.initial_stock}stock")
-  experiment.simulate_shop(source, folder, config.shop.num_users, config.shop.initial_stock)
-  return source, read_jaxrec_log(folder)
+  source = experiment.fashion_mnist_photos(os.path.expanduser(ds.data_dir), ds.manual_dir, ds.limit or None,
+                                           ds.train_split)
+  return source, read_jaxrec_log(experiment.default_shop_log(source, workdir, config.shop.num_users,
+                                                             config.shop.initial_stock))
 
 
 def _embed(export_dir: str, source, batch_size: int, path: str) -> str:
