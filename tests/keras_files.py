@@ -77,3 +77,20 @@ def unnamed_keras3_copy(original: str, path: str) -> None:
     for group in f["layers"].values():
       if "vars" in group and "name" in group["vars"].attrs:
         del group["vars"].attrs["name"]
+
+
+def cases_built_on_first_use(tmp_path_factory, make_case):
+  """The body of a module fixture: yields get(arch, top), which builds `make_case(arch, top, folder)` once, in a
+  folder of its own; the folders (hundreds of MB of weight files) are removed when the module is done."""
+  import shutil
+  cache, folders = {}, []
+
+  def get(arch: str, top: bool) -> dict:
+    if (arch, top) not in cache:
+      folders.append(tmp_path_factory.mktemp(f"{arch}_{'top' if top else 'notop'}"))
+      cache[arch, top] = make_case(arch, top, folders[-1])
+    return cache[arch, top]
+
+  yield get
+  for folder in folders:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -29,6 +29,7 @@ from jaxrec.convert.keras import TABLES, convert_keras, load_keras, read_keras_w
 from jaxrec.errors import InputError  # noqa: E402
 from jaxrec.models import store  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import cases_built_on_first_use  # noqa: E402
 from keras_files import assert_same_tree  # noqa: E402
 from keras_files import unnamed_keras3_copy  # noqa: E402
 from keras_files import save_both_layouts as _save, relative_error as _relative_error  # noqa: E402
@@ -102,17 +103,7 @@ def _make_case(arch: str, top: bool, folder) -> dict:
 def case(tmp_path_factory):
   """(arch, include_top) -> its case, built on first use."""
   assert keras.backend.backend() == "jax"
-  cache, folders = {}, []
-
-  def get(arch: str, top: bool) -> dict:
-    if (arch, top) not in cache:
-      folders.append(tmp_path_factory.mktemp(f"{arch}_{'top' if top else 'notop'}"))
-      cache[arch, top] = _make_case(arch, top, folders[-1])
-    return cache[arch, top]
-
-  yield get
-  for folder in folders:  # ~700 MB of weight files
-    shutil.rmtree(folder, ignore_errors=True)
+  yield from cases_built_on_first_use(tmp_path_factory, _make_case)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -3,7 +3,6 @@ saved in both file layouts, converted, and run through the Flax ports on the sam
 
 import os
 import re
-import shutil
 
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported; TensorFlow is not a dependency
 
@@ -17,6 +16,7 @@ from jaxrec.convert.common import ConversionError  # noqa: E402
 from jaxrec.convert.keras import convert_keras, load_keras, read_keras_weights  # noqa: E402
 from jaxrec.errors import InputError  # noqa: E402
 from jaxrec.models.registry import get_backbone  # noqa: E402
+from keras_files import cases_built_on_first_use  # noqa: E402
 from keras_files import assert_same_tree  # noqa: E402
 from keras_files import keras2_style_copy  # noqa: E402
 from keras_files import unnamed_keras3_copy  # noqa: E402
@@ -71,17 +71,7 @@ def _make_case(arch: str, top: bool, folder) -> dict:
 def keras_case(tmp_path_factory):
   """(arch, include_top) -> its case, built on first use; only files and small arrays stay in memory."""
   assert keras.backend.backend() == "jax"
-  cache, folders = {}, []
-
-  def get(arch: str, top: bool) -> dict:
-    if (arch, top) not in cache:
-      folders.append(tmp_path_factory.mktemp(f"{arch}_{'top' if top else 'notop'}"))
-      cache[arch, top] = _make_case(arch, top, folders[-1])
-    return cache[arch, top]
-
-  yield get
-  for folder in folders:  # ~1.5 GB of weight files; pytest would keep them for three runs
-    shutil.rmtree(folder, ignore_errors=True)
+  yield from cases_built_on_first_use(tmp_path_factory, _make_case)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
